@@ -1,0 +1,11 @@
+"""Training-free open-vocabulary semantic segmentation by distributional discrepancy.
+
+dsolo_sk turns CLIP logits and an affinity between patches into a label map
+without any training, following "Direct Segmentation without Logits
+Optimization" (CVPR 2026): non-maximum suppression and normalisation of the
+logits, a discrepancy to the uniform distribution measured along an optimal
+transport path or as a Markov transport velocity, joint bilateral upsampling
+and an argmax.
+"""
+
+__version__ = "0.1.0.dev0"
