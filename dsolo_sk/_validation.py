@@ -1,0 +1,188 @@
+"""Validation helpers shared by the public entry points.
+
+Every check raises a ``ValueError`` or ``TypeError`` whose message says how
+to fix the call.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+def check_classes(classes, *, name="classes"):
+    """Validate a list of class names and return it as a tuple of str.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        At least two distinct, non-empty names.
+    name : str, default="classes"
+        Name of the argument, used in error messages.
+
+    Returns
+    -------
+    tuple of str
+
+    Raises
+    ------
+    TypeError
+        If `classes` is a bare string or holds something else than strings.
+    ValueError
+        If there are fewer than two names, an empty name or a duplicate.
+    """
+    if isinstance(classes, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a list of class names, got the bare string "
+            f"{classes!r}; pass a list such as {[classes]!r} or "
+            f"{classes.split(',') if isinstance(classes, str) else '...'!r}."
+        )
+    if classes is None:
+        raise ValueError(
+            f"{name} is required: pass a list of at least two class names."
+        )
+    try:
+        classes = list(classes)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a list of class names, got "
+            f"{type(classes).__name__}."
+        ) from None
+    for c in classes:
+        if not isinstance(c, str):
+            raise TypeError(
+                f"{name} must hold strings, got {c!r} of type "
+                f"{type(c).__name__}."
+            )
+        if not c.strip():
+            raise ValueError(f"{name} holds an empty class name; remove it.")
+    if len(classes) < 2:
+        raise ValueError(
+            f"{name} must hold at least two class names, got {len(classes)}: "
+            "an argmax over a single class is always that class. Add a "
+            "background or 'other' class."
+        )
+    seen = set()
+    dups = sorted({c for c in classes if c in seen or seen.add(c)})
+    if dups:
+        raise ValueError(
+            f"{name} holds duplicate names {dups}; each class must appear "
+            "once (put synonyms on one name, separated by ', ')."
+        )
+    return tuple(classes)
+
+
+def check_scalar(value, name, *, target_type=Real, min_val=None,
+                 include_min=True, max_val=None):
+    """Check a scalar parameter's type and range; return it unchanged.
+
+    Raises
+    ------
+    TypeError
+        If `value` is not an instance of `target_type` (bools are refused).
+    ValueError
+        If `value` lies outside the allowed range.
+    """
+    if isinstance(value, bool) or not isinstance(value, target_type):
+        kind = "an integer" if target_type is Integral else "a number"
+        raise TypeError(
+            f"{name} must be {kind}, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if min_val is not None:
+        bad = value < min_val if include_min else value <= min_val
+        if bad:
+            op = ">=" if include_min else ">"
+            raise ValueError(f"{name} must be {op} {min_val}, got {value!r}.")
+    if max_val is not None and value > max_val:
+        raise ValueError(f"{name} must be <= {max_val}, got {value!r}.")
+    return value
+
+
+def check_option(value, name, options):
+    """Check that `value` is one of `options`; return it unchanged."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(
+            f"{name} must be one of {sorted(options)}, got {value!r}."
+        )
+    return value
+
+
+def check_sample_list(X, *, name="X"):
+    """Refuse a bare array or an empty collection; return a list.
+
+    Images and feature sets differ in size, so a batch is a list. A bare
+    (H, W, 3) array would be split along its rows by scikit-learn's
+    cross-validation, so it is refused.
+    """
+    if isinstance(X, np.ndarray) or hasattr(X, "__array_interface__"):
+        raise TypeError(
+            f"{name} must be a list of images or feature sets, got a bare "
+            f"array of shape {getattr(X, 'shape', '?')}; wrap a single "
+            f"sample in a list: [{name}]."
+        )
+    if isinstance(X, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a list, got the bare string {X!r}; wrap it in "
+            "a list."
+        )
+    try:
+        X = list(X)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a list of images or feature sets, got "
+            f"{type(X).__name__}."
+        ) from None
+    if not X:
+        raise ValueError(f"{name} is empty: pass at least one sample.")
+    return X
+
+
+def check_masks(y, shapes, n_classes, *, name="y"):
+    """Validate ground-truth masks against the images they belong to.
+
+    Parameters
+    ----------
+    y : list of array-like of shape (H, W)
+        Integer label maps; 255 marks pixels to ignore.
+    shapes : list of tuple of int
+        The (H, W) of each sample's image.
+    n_classes : int
+        Labels must lie in ``[0, n_classes)`` or equal 255.
+
+    Returns
+    -------
+    list of ndarray of shape (H, W), dtype int64
+    """
+    y = check_sample_list(y, name=name)
+    if len(y) != len(shapes):
+        raise ValueError(
+            f"{name} holds {len(y)} masks for {len(shapes)} samples; pass "
+            "one mask per sample."
+        )
+    out = []
+    for k, (mask, shape) in enumerate(zip(y, shapes)):
+        mask = np.asarray(mask)
+        if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
+            raise TypeError(
+                f"{name}[{k}] must be an integer label map, got dtype "
+                f"{mask.dtype}; convert it with mask.astype(np.int64) after "
+                "checking that it holds class indices."
+            )
+        if mask.shape != tuple(shape):
+            raise ValueError(
+                f"{name}[{k}] has shape {mask.shape} but its image is "
+                f"{tuple(shape)}; masks must have the image's height and "
+                "width."
+            )
+        bad = (mask != IGNORE_INDEX) & ((mask < 0) | (mask >= n_classes))
+        if bad.any():
+            vals = np.unique(mask[bad])[:10].tolist()
+            raise ValueError(
+                f"{name}[{k}] holds labels {vals} outside the {n_classes} "
+                f"classes (valid: 0..{n_classes - 1}, or {IGNORE_INDEX} to "
+                "ignore a pixel)."
+            )
+        out.append(mask.astype(np.int64, copy=False))
+    return out

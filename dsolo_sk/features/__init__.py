@@ -1,0 +1,11 @@
+"""Feature extraction and the precomputed-feature contract.
+
+.. autosummary::
+
+   from_arrays
+   check_features
+"""
+
+from ._contract import check_features, from_arrays
+
+__all__ = ["from_arrays", "check_features"]

@@ -1,0 +1,212 @@
+"""The precomputed-feature contract: one :class:`xarray.Dataset` per image.
+
+Every extractor produces, and every segmenter consumes, a Dataset with
+
+``logits``
+    dims ``("class", "row", "col")``, float: cosine similarities between the
+    patch embeddings and the class embeddings on the patch grid. The
+    coordinate ``class`` holds the class names.
+``affinity`` (optional)
+    dims ``("patch", "patch_")``, float >= 0, of shape (P, P) with
+    P = row * col in row-major order. Row ``i`` says how much patch ``i``
+    relates to every other patch (for example a self-attention map). It
+    need not be symmetric nor normalised.
+``image``
+    dims ``("y", "x", "channel")``, uint8 RGB: the guidance image of the
+    upsampling. The predicted label map has its height and width.
+"""
+
+import numpy as np
+import xarray as xr
+
+from .._validation import check_classes
+
+__all__ = ["from_arrays", "check_features"]
+
+
+def _as_numpy(a, name):
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    try:
+        a = np.asarray(a)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise TypeError(f"{name} must be array-like: {exc}") from None
+    return a
+
+
+def _check_logits(logits, classes):
+    if logits.ndim != 3:
+        raise ValueError(
+            "logits must have shape (n_classes, rows, cols), got shape "
+            f"{logits.shape}; reshape a (n_classes, n_patches) array to the "
+            "patch grid first."
+        )
+    if not np.issubdtype(logits.dtype, np.floating):
+        raise TypeError(
+            f"logits must be floating point, got dtype {logits.dtype}."
+        )
+    if logits.shape[0] != len(classes):
+        raise ValueError(
+            f"logits has {logits.shape[0]} class maps but {len(classes)} "
+            "class names were given; pass one name per map."
+        )
+    if min(logits.shape[1:]) < 1:
+        raise ValueError(f"logits has an empty patch grid {logits.shape[1:]}.")
+    if not np.all(np.isfinite(logits)):
+        n_bad = int(np.size(logits) - np.isfinite(logits).sum())
+        raise ValueError(
+            f"logits holds {n_bad} NaN or infinite values; check the "
+            "feature extractor (cosine similarities lie in [-1, 1])."
+        )
+
+
+def _check_affinity(affinity, n_patches):
+    if affinity.ndim != 2 or affinity.shape != (n_patches, n_patches):
+        raise ValueError(
+            f"affinity must have shape (P, P) = ({n_patches}, {n_patches}) "
+            f"for a patch grid of {n_patches} patches, got {affinity.shape}. "
+            "Resample the attention maps to the logits' patch grid."
+        )
+    if not np.issubdtype(affinity.dtype, np.floating):
+        raise TypeError(
+            f"affinity must be floating point, got dtype {affinity.dtype}."
+        )
+    if not np.all(np.isfinite(affinity)):
+        raise ValueError("affinity holds NaN or infinite values.")
+    if (affinity < 0).any():
+        raise ValueError(
+            f"affinity must be non-negative, its minimum is "
+            f"{float(affinity.min())!r}; pass attention probabilities or "
+            "exponentiated similarities, not raw scores."
+        )
+
+
+def _check_image(image):
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"image must be an (H, W, 3) RGB array, got shape {image.shape}."
+        )
+    if image.dtype != np.uint8:
+        raise TypeError(
+            f"image must be uint8 RGB, got dtype {image.dtype}; convert "
+            "with skimage.util.img_as_ubyte."
+        )
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"image is empty: shape {image.shape}.")
+
+
+def from_arrays(logits, affinity, image, classes):
+    """Build the feature Dataset of one image from plain arrays.
+
+    Parameters
+    ----------
+    logits : array-like of shape (n_classes, rows, cols)
+        Cosine similarities on the patch grid.
+    affinity : array-like of shape (P, P) or None
+        Non-negative affinity between patches, P = rows * cols in row-major
+        order. ``None`` when only the ``"raw"`` and ``"kl"`` modes will be
+        used.
+    image : array-like of shape (H, W, 3), uint8
+        The RGB image; guides the upsampling and sets the output size.
+    classes : sequence of str
+        One distinct name per class map.
+
+    Returns
+    -------
+    features : xarray.Dataset
+        Variables ``logits``, ``affinity`` (when given) and ``image`` as
+        described in :mod:`dsolo_sk.features`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.features import from_arrays
+    >>> rng = np.random.default_rng(0)
+    >>> ds = from_arrays(rng.random((3, 2, 2)), np.ones((4, 4)),
+    ...                  np.zeros((32, 32, 3), np.uint8), ["cat", "dog", "sky"])
+    >>> ds["logits"].dims, ds.sizes["patch"]
+    (('class', 'row', 'col'), 4)
+    """
+    classes = check_classes(classes)
+    logits = _as_numpy(logits, "logits")
+    _check_logits(logits, classes)
+    image = _as_numpy(image, "image")
+    _check_image(image)
+    n_patches = logits.shape[1] * logits.shape[2]
+    data_vars = {
+        "logits": (("class", "row", "col"), logits),
+        "image": (("y", "x", "channel"), image),
+    }
+    if affinity is not None:
+        affinity = _as_numpy(affinity, "affinity")
+        _check_affinity(affinity, n_patches)
+        data_vars["affinity"] = (("patch", "patch_"), affinity)
+    return xr.Dataset(
+        data_vars,
+        coords={"class": list(classes), "channel": ["R", "G", "B"]},
+    )
+
+
+def check_features(features, *, require_affinity=False, name="features"):
+    """Validate a feature Dataset against the contract.
+
+    Parameters
+    ----------
+    features : xarray.Dataset
+        As produced by :func:`from_arrays` or an extractor.
+    require_affinity : bool, default=False
+        Whether the ``affinity`` variable must be present.
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    features : xarray.Dataset
+        The same object.
+
+    Raises
+    ------
+    TypeError, ValueError
+        With a message naming what is missing or malformed.
+    """
+    if not isinstance(features, xr.Dataset):
+        raise TypeError(
+            f"{name} must be an xarray.Dataset built by "
+            "dsolo_sk.features.from_arrays or a feature extractor, got "
+            f"{type(features).__name__}."
+        )
+    for var, dims in (("logits", ("class", "row", "col")),
+                      ("image", ("y", "x", "channel"))):
+        if var not in features:
+            raise ValueError(
+                f"{name} has no {var!r} variable; build it with "
+                "dsolo_sk.features.from_arrays."
+            )
+        if features[var].dims != dims:
+            raise ValueError(
+                f"{name}[{var!r}] must have dims {dims}, got "
+                f"{features[var].dims}."
+            )
+    classes = check_classes(
+        [str(c) for c in features["class"].values]
+        if "class" in features.coords else None,
+        name=f"{name}['class']",
+    )
+    _check_logits(features["logits"].values, classes)
+    _check_image(features["image"].values)
+    if "affinity" in features:
+        if features["affinity"].dims != ("patch", "patch_"):
+            raise ValueError(
+                f"{name}['affinity'] must have dims ('patch', 'patch_'), "
+                f"got {features['affinity'].dims}."
+            )
+        _check_affinity(features["affinity"].values,
+                        features.sizes["row"] * features.sizes["col"])
+    elif require_affinity:
+        raise ValueError(
+            f"{name} has no 'affinity' variable, which this mode needs; "
+            "compute one with an affinity extractor (for example "
+            "dsolo_sk.features.ColorPositionAffinity) or use mode='raw' or "
+            "mode='kl'."
+        )
+    return features

@@ -1,0 +1,184 @@
+"""Segmentation metrics, computed the way the field's benchmarks do.
+
+Intersections and unions are summed over the whole dataset before the
+ratio is taken; the mean over classes ignores classes whose union is empty
+(``nanmean``); pixels labelled 255 in the ground truth are ignored.
+"""
+
+import numpy as np
+import xarray as xr
+
+from ._validation import IGNORE_INDEX, check_scalar
+
+__all__ = ["confusion_matrix", "iou_from_confusion", "per_class_iou",
+           "mean_iou"]
+
+
+def _pairs(y_true, y_pred):
+    if isinstance(y_true, np.ndarray) and y_true.ndim == 2:
+        y_true, y_pred = [y_true], [y_pred]
+    if len(y_true) != len(y_pred):
+        raise ValueError(
+            f"{len(y_true)} ground-truth masks for {len(y_pred)} predictions;"
+            " pass one prediction per mask."
+        )
+    for k, (t, p) in enumerate(zip(y_true, y_pred)):
+        t, p = np.asarray(t), np.asarray(p)
+        if t.shape != p.shape:
+            raise ValueError(
+                f"mask {k} has shape {t.shape} but its prediction has "
+                f"{p.shape}."
+            )
+        for arr, what in ((t, "ground truth"), (p, "prediction")):
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise TypeError(
+                    f"{what} {k} must hold integer labels, got dtype "
+                    f"{arr.dtype}."
+                )
+        yield t, p
+
+
+def confusion_matrix(y_true, y_pred, n_classes, *, ignore_index=IGNORE_INDEX,
+                     reduce_zero_label=False):
+    """Pixel confusion matrix summed over a list of label maps.
+
+    Parameters
+    ----------
+    y_true : list of ndarray of shape (H, W)
+        Ground-truth label maps.
+    y_pred : list of ndarray of shape (H, W)
+        Predicted label maps, same shapes.
+    n_classes : int
+        Number of classes; labels outside ``[0, n_classes)`` in the ground
+        truth (such as `ignore_index`) are ignored.
+    ignore_index : int, default=255
+        Ground-truth label to ignore.
+    reduce_zero_label : bool, default=False
+        Map ground-truth label 0 to `ignore_index` and subtract one from the
+        others first (the ADE20K, VOC20 and Context59 convention).
+
+    Returns
+    -------
+    cm : ndarray of shape (n_classes, n_classes), dtype int64
+        ``cm[t, p]`` counts pixels of true class ``t`` predicted as ``p``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.metrics import confusion_matrix
+    >>> t = np.array([[0, 1], [1, 255]])
+    >>> p = np.array([[0, 1], [0, 1]])
+    >>> confusion_matrix([t], [p], 2)
+    array([[1, 0],
+           [1, 1]])
+    """
+    check_scalar(n_classes, "n_classes", target_type=(int, np.integer),
+                 min_val=1)
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for t, p in _pairs(y_true, y_pred):
+        t = t.astype(np.int64)
+        if reduce_zero_label:
+            zero = t == 0
+            t = t - 1
+            t[zero] = ignore_index
+            t[t == ignore_index - 1] = ignore_index
+        keep = (t != ignore_index) & (t >= 0) & (t < n_classes)
+        t, p = t[keep], p[keep].astype(np.int64)
+        valid = (p >= 0) & (p < n_classes)
+        if not valid.all():
+            raise ValueError(
+                f"predictions hold labels {np.unique(p[~valid])[:10].tolist()}"
+                f" outside [0, {n_classes})."
+            )
+        cm += np.bincount(t * n_classes + p,
+                          minlength=n_classes ** 2).reshape(n_classes,
+                                                             n_classes)
+    return cm
+
+
+def iou_from_confusion(cm):
+    """Per-class intersection over union from a confusion matrix.
+
+    ``IoU_c = cm[c, c] / (sum_p cm[c, p] + sum_t cm[t, c] - cm[c, c])``;
+    NaN where the union is empty (class absent from both).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.metrics import iou_from_confusion
+    >>> iou_from_confusion(np.array([[1, 0], [1, 1]]))
+    array([0.5, 0.5])
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1),
+                        np.nan)
+
+
+def per_class_iou(y_true, y_pred, classes, **kwargs):
+    """Per-class IoU as an :class:`xarray.DataArray` with class coordinates.
+
+    Parameters
+    ----------
+    y_true, y_pred : list of ndarray of shape (H, W)
+        Ground truth and predictions.
+    classes : sequence of str
+        The class names; their count sets ``n_classes``.
+    **kwargs
+        Passed to :func:`confusion_matrix`.
+
+    Returns
+    -------
+    iou : xarray.DataArray of dims ("class",)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.metrics import per_class_iou
+    >>> t = np.array([[0, 1], [1, 1]])
+    >>> per_class_iou([t], [t], ["sky", "tree"]).values
+    array([1., 1.])
+    """
+    classes = list(classes)
+    cm = confusion_matrix(y_true, y_pred, len(classes), **kwargs)
+    return xr.DataArray(iou_from_confusion(cm), dims=("class",),
+                        coords={"class": classes}, name="iou")
+
+
+def mean_iou(y_true, y_pred, n_classes, **kwargs):
+    """Mean intersection over union, the mmseg way.
+
+    Intersections and unions are summed over all images, the IoU is taken
+    per class and averaged with ``nanmean`` (classes absent from both the
+    ground truth and the predictions do not count).
+
+    Parameters
+    ----------
+    y_true, y_pred : list of ndarray of shape (H, W)
+        Ground truth and predictions.
+    n_classes : int
+        Number of classes.
+    **kwargs
+        Passed to :func:`confusion_matrix` (``ignore_index``,
+        ``reduce_zero_label``).
+
+    Returns
+    -------
+    miou : float in [0, 1]
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.metrics import mean_iou
+    >>> t = np.array([[0, 1], [1, 255]])
+    >>> p = np.array([[0, 1], [0, 1]])
+    >>> mean_iou([t], [p], 2)
+    0.5
+    """
+    iou = iou_from_confusion(confusion_matrix(y_true, y_pred, n_classes,
+                                              **kwargs))
+    if np.all(np.isnan(iou)):
+        return float("nan")
+    return float(np.nanmean(iou))
