@@ -1,0 +1,41 @@
+"""Benchmark datasets in their standard layouts, and class-name files.
+
+.. autosummary::
+
+   load_dataset
+   VOC21
+   VOC20
+   Context60
+   Context59
+   COCOStuff
+   COCOObject
+   Cityscapes
+   ADE20K
+   load_class_names
+   split_synonyms
+   write_fake_dataset
+
+How a dataset hands its classes to a segmenter: ``dataset.classes`` holds
+one string per class, its synonyms joined by ``", "`` exactly as on the line
+of the class file (``"person, person in shirt, ..."``). The CLIP extractor
+splits such a name with :func:`split_synonyms` and scores the class by the
+maximum over its synonyms, so several names can stand for one class index
+(the background line of VOC21 and COCO-Object lists stuff names).
+"""
+
+from ._benchmarks import (ADE20K, DATASETS, VOC20, VOC21, COCOObject,
+                          COCOStuff, Context59, Context60, Cityscapes,
+                          Sample, SegmentationDataset, load_dataset,
+                          read_image, read_label_map)
+from ._classnames import (CLASS_FILES, display_name, load_class_names,
+                          split_synonyms)
+from ._fake import write_fake_dataset
+
+# Generated scenes (dsolo_sk/datasets/_synthetic.py, lead's module): the
+# lead adds `from ._synthetic import make_scenes` here.
+
+__all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
+           "Context59", "Context60", "Cityscapes", "Sample",
+           "SegmentationDataset", "load_dataset", "read_image",
+           "read_label_map", "CLASS_FILES", "display_name",
+           "load_class_names", "split_synonyms", "write_fake_dataset"]
