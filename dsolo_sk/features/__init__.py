@@ -7,5 +7,10 @@
 """
 
 from ._contract import check_features, from_arrays
+from .affinity import ColorPositionAffinity
 
-__all__ = ["from_arrays", "check_features"]
+__all__ = ["from_arrays", "check_features", "ColorPositionAffinity"]
+from ._cache import WeightsUnavailableError, clear_model_cache
+from .clip import CLIPFeatures
+
+__all__ += ["CLIPFeatures", "WeightsUnavailableError", "clear_model_cache"]

@@ -1,0 +1,174 @@
+"""Process-level cache of loaded models, shared by every estimator.
+
+scikit-learn's :func:`~sklearn.base.clone` deep-copies parameters and
+rebuilds estimators from them, and :class:`~sklearn.model_selection.GridSearchCV`
+clones once per candidate and fold. Weights therefore never live on an
+estimator: extractors hold names and paths only, and ask this module for the
+loaded model under a key ``(kind, model, weights, device, dtype, ...)``. The
+first request loads it; every later request, from any clone, gets the same
+object. :func:`load_count` tells how many times a key was loaded, which is
+how the tests check that clones share weights.
+
+Small derived results (text embeddings of class names) are kept in a bounded
+memo, :func:`memo`, keyed the same way.
+"""
+
+import threading
+from collections import Counter, OrderedDict
+
+__all__ = [
+    "get_model",
+    "load_count",
+    "clear_model_cache",
+    "memo",
+    "resolve_device",
+    "resolve_dtype",
+    "WeightsUnavailableError",
+]
+
+_LOCK = threading.RLock()
+_MODELS = {}
+_LOAD_COUNTS = Counter()
+_MEMO = OrderedDict()
+_MEMO_MAXSIZE = 20_000
+
+
+class WeightsUnavailableError(OSError):
+    """Pretrained weights could be neither downloaded nor found locally.
+
+    The message names the weights and says how to pass a local copy.
+    """
+
+
+def get_model(key, loader):
+    """Return the model cached under `key`, calling ``loader()`` once.
+
+    Parameters
+    ----------
+    key : tuple
+        Hashable description of the weights: kind, model, weights, device
+        and dtype.
+    loader : callable
+        Called with no argument when `key` is not cached yet; its return
+        value is cached. An exception leaves the cache unchanged.
+
+    Returns
+    -------
+    object
+        The cached value.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features._cache import get_model, load_count
+    >>> key = ("doctest", "toy")
+    >>> get_model(key, lambda: [1, 2]) is get_model(key, lambda: [3])
+    True
+    >>> load_count(key)
+    1
+    """
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = loader()
+            _LOAD_COUNTS[key] += 1
+        return _MODELS[key]
+
+
+def load_count(key=None):
+    """Number of loads of `key` since the process started (all keys if None).
+
+    Clearing the cache does not reset the counts.
+    """
+    with _LOCK:
+        if key is None:
+            return sum(_LOAD_COUNTS.values())
+        return _LOAD_COUNTS[key]
+
+
+def clear_model_cache():
+    """Drop every cached model and memoised result to free memory."""
+    with _LOCK:
+        _MODELS.clear()
+        _MEMO.clear()
+
+
+def memo(key, compute):
+    """Return ``compute()`` memoised under `key` in a bounded LRU store."""
+    with _LOCK:
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            return _MEMO[key]
+    value = compute()
+    with _LOCK:
+        _MEMO[key] = value
+        while len(_MEMO) > _MEMO_MAXSIZE:
+            _MEMO.popitem(last=False)
+    return value
+
+
+def memo_get(key, default=None):
+    """Look up `key` in the memo without computing anything."""
+    with _LOCK:
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            return _MEMO[key]
+        return default
+
+
+def memo_set(key, value):
+    """Store `value` under `key` in the memo."""
+    with _LOCK:
+        _MEMO[key] = value
+        while len(_MEMO) > _MEMO_MAXSIZE:
+            _MEMO.popitem(last=False)
+
+
+def resolve_device(device):
+    """Turn ``"auto"`` into ``"cuda"`` when a GPU is visible, else ``"cpu"``.
+
+    Other values are checked by :class:`torch.device` and returned as str.
+    """
+    import torch
+
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return str(torch.device(device))
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got "
+            f"{device!r} ({exc})."
+        ) from None
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16",
+           "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
+           "bf16": "bfloat16"}
+
+
+def resolve_dtype(dtype, device):
+    """Turn ``"auto"`` into float16 on CUDA and float32 elsewhere.
+
+    Returns the canonical name (``"float32"``, ``"float16"`` or
+    ``"bfloat16"``); a :class:`torch.dtype` is accepted too.
+    """
+    if dtype is None or dtype == "auto":
+        return "float16" if str(device).startswith("cuda") else "float32"
+    name = str(dtype).replace("torch.", "")
+    if name not in _DTYPES:
+        raise ValueError(
+            f"dtype must be 'auto', 'float32', 'float16' or 'bfloat16', got "
+            f"{dtype!r}."
+        )
+    return _DTYPES[name]
+
+
+def check_device_dtype(device, dtype):
+    """Validate and resolve a (device, dtype) pair of parameters."""
+    if device is not None and not isinstance(device, str) and not hasattr(
+            device, "type"):
+        raise TypeError(
+            f"device must be a string such as 'auto', 'cpu' or 'cuda', got "
+            f"{device!r}."
+        )
+    dev = resolve_device(device)
+    return dev, resolve_dtype(dtype, dev)

@@ -1,0 +1,685 @@
+r"""Dense CLIP logits from open_clip: patch embeddings against class texts.
+
+The image tower of an open_clip ViT runs unchanged (no attention surgery);
+every output token of its last layer, not only the class token, goes
+through the final layer norm and the projection into the joint space. For
+patch :math:`i` with embedding :math:`v_i` and class :math:`c` with text
+embedding :math:`t_c`,
+
+.. math::
+
+    L_{c,i} = \frac{\langle v_i, t_c\rangle}{\lVert v_i\rVert\,\lVert t_c\rVert}
+    \in [-1, 1].
+
+Text embeddings are prompt ensembles: each template embedding is
+L2-normalised, the embeddings are averaged over the templates and the mean
+is renormalised. A class name holding synonyms separated by commas
+(``"person, man, woman"``) scores the maximum over its synonyms.
+"""
+
+import difflib
+import logging
+import os
+import warnings
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from .._validation import check_classes
+from . import _cache
+from ._images import to_rgb_uint8
+
+__all__ = ["CLIPFeatures", "split_synonyms", "IMAGENET_TEMPLATES"]
+
+#: Mean and standard deviation of the OpenAI CLIP preprocessing on 0-255 RGB.
+CLIP_MEAN = (122.771, 116.746, 104.094)
+CLIP_STD = (68.501, 66.632, 70.323)
+
+_CKPT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def _imagenet_templates():
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+
+
+def __getattr__(name):
+    # IMAGENET_TEMPLATES is built from open_clip's metadata on first access,
+    # so that importing this module does not import torch.
+    if name == "IMAGENET_TEMPLATES":
+        return _imagenet_templates()
+    raise AttributeError(name)
+
+
+def split_synonyms(name):
+    """Split a class name into its synonyms.
+
+    Parameters
+    ----------
+    name : str
+        One class name; synonyms are separated by commas.
+
+    Returns
+    -------
+    tuple of str
+
+    Examples
+    --------
+    >>> from dsolo_sk.features.clip import split_synonyms
+    >>> split_synonyms("person, man, woman")
+    ('person', 'man', 'woman')
+    >>> split_synonyms("tv monitor")
+    ('tv monitor',)
+    """
+    parts = tuple(p.strip() for p in name.split(","))
+    parts = tuple(dict.fromkeys(p for p in parts if p))
+    if not parts:
+        raise ValueError(f"class name {name!r} holds no name between its commas.")
+    return parts
+
+
+def _resized_shape(h, w, short_side, max_long_side, multiple):
+    """Scale (h, w) so the short side is `short_side` (long side capped),
+    each side rounded to the nearest positive multiple of `multiple`."""
+    scale = short_side / min(h, w)
+    if max_long_side is not None and max(h, w) * scale > max_long_side:
+        scale = max_long_side / max(h, w)
+    return tuple(max(multiple, int(round(s * scale / multiple)) * multiple)
+                 for s in (h, w))
+
+
+def _window_starts(size, window, stride):
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+class _CLIPBundle:
+    """What the cache holds for one CLIP: model, tokenizer and metadata."""
+
+    def __init__(self, key, model, tokenizer, name):
+        visual = model.visual
+        self.key = key
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.patch_size = tuple(int(p) for p in visual.patch_size)
+        self.grid_size = tuple(int(g) for g in visual.grid_size)
+        cfg = getattr(visual, "preprocess_cfg", {}) or {}
+        self.mean = tuple(255 * m for m in cfg.get("mean", np.divide(CLIP_MEAN, 255)))
+        self.std = tuple(255 * s for s in cfg.get("std", np.divide(CLIP_STD, 255)))
+        self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
+
+
+def interpolate_pos_embed(pos_embed, old_grid, new_grid):
+    """Resize a ViT position embedding (class token first) to another grid.
+
+    The patch part is reshaped to ``old_grid`` and resized bicubically (with
+    antialiasing, as open_clip does when it loads a checkpoint into another
+    image size); the class token's embedding is kept.
+
+    Parameters
+    ----------
+    pos_embed : torch.Tensor of shape (1 + gh * gw, width)
+    old_grid, new_grid : tuple of int
+        (rows, cols) of the patch grid before and after.
+
+    Returns
+    -------
+    torch.Tensor of shape (1 + new_grid[0] * new_grid[1], width)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if old_grid == new_grid:
+        return pos_embed
+    cls, grid = pos_embed[:1], pos_embed[1:]
+    width = grid.shape[-1]
+    grid = grid.float().reshape(1, *old_grid, width).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=True,
+                         align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(-1, width).to(pos_embed.dtype)
+    return torch.cat([cls, grid], dim=0)
+
+
+def dense_tokens(visual, x):
+    """All output tokens of an open_clip ViT, projected into the joint space.
+
+    Runs the image tower exactly as its ``forward`` does, except that the
+    position embedding is interpolated to the input's patch grid and that
+    ``ln_post`` and ``proj`` are applied to every token instead of the
+    pooled one.
+
+    Parameters
+    ----------
+    visual : open_clip.transformer.VisionTransformer
+    x : torch.Tensor of shape (B, 3, H, W)
+        Normalised images; H and W multiples of the patch size.
+
+    Returns
+    -------
+    torch.Tensor of shape (B, 1 + H/p * W/p, embed_dim)
+        Token 0 is the class token (equal to ``visual(x)`` when the model
+        pools with its class token), the others are the patches in
+        row-major order.
+    """
+    import torch
+
+    b = x.shape[0]
+    t = visual.conv1(x)
+    grid = tuple(t.shape[-2:])
+    t = t.reshape(b, t.shape[1], -1).permute(0, 2, 1)
+    cls = visual.class_embedding.to(t.dtype).reshape(1, 1, -1).expand(b, 1, -1)
+    t = torch.cat([cls, t], dim=1)
+    pos = interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid)
+    t = t + pos.to(t.dtype)
+    t = visual.patch_dropout(t)
+    t = visual.ln_pre(t)
+    t = visual.transformer(t)
+    t = visual.ln_post(t)
+    if visual.proj is not None:
+        t = t @ visual.proj
+    return t
+
+
+class CLIPFeatures(BaseEstimator):
+    """Dense CLIP logits: cosine similarity of every patch with every class.
+
+    Parameters
+    ----------
+    model : str, default="ViT-B-16"
+        The open_clip architecture: a built-in name (``"ViT-B-16"``,
+        ``"ViT-L-14"``, ...; see :func:`open_clip.list_models`), the path to
+        a model-config JSON file (registered with
+        :func:`open_clip.add_model_config`; its file name, without
+        ``.json``, names the architecture), a folder holding
+        ``open_clip_config.json`` and the weights (open_clip's
+        ``local-dir:`` layout; `pretrained` is then ignored), or an
+        ``"hf-hub:org/repo"`` id. Only the ViT image towers of open_clip are
+        supported.
+    pretrained : str or None, default="openai"
+        The weights: an open_clip tag (``"openai"``, ``"laion2b_s34b_b88k"``,
+        ...), downloaded once into the Hugging Face cache (``HF_HOME``;
+        ``HF_HUB_OFFLINE=1`` is respected), or the path to a local checkpoint
+        (a state dict saved with safetensors, or with :func:`torch.save`,
+        read with ``weights_only=True``). OpenAI weights use QuickGELU; with
+        the ``"openai"`` tag this is switched on automatically, for a local
+        copy of OpenAI weights use the ``-quickgelu`` architecture name
+        (``"ViT-B-16-quickgelu"``). ``None`` keeps the random
+        initialisation: for tests and benchmarks only.
+    short_side : int, default=336
+        The image is resized (bilinear, antialiased) so that its short side
+        is `short_side`, the long side capped at `max_long_side`, and each
+        side rounded to the nearest multiple of the patch size. 336 is the
+        protocol of most benchmarks (448 or 560 for some; see
+        ``dsolo_sk.datasets``). Any size works: the position embedding is
+        interpolated to the patch grid.
+    max_long_side : int or None, default=2048
+        Cap on the long side after resizing.
+    window : int or None, default=None
+        Sliding-window inference: square crops of `window` pixels (a
+        multiple of the patch size) taken every `stride` pixels, the logits
+        of overlapping crops averaged per patch. ``None`` runs the whole
+        image at once, as in the paper.
+    stride : int or None, default=None
+        Step between windows, a multiple of the patch size; defaults to
+        ``window // 2`` rounded down to the patch size.
+    templates : "imagenet" or sequence of str, default="imagenet"
+        Prompt templates with one ``"{}"`` for the class name. ``"imagenet"``
+        means the 80 OpenAI ImageNet templates.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when available, else the CPU.
+    dtype : str, default="auto"
+        ``"auto"`` means float16 on CUDA and float32 on the CPU; or
+        ``"float32"``, ``"float16"``, ``"bfloat16"``.
+    batch_size : int, default=8
+        Windows per forward pass in sliding-window inference.
+    text_batch_size : int, default=256
+        Prompts per forward pass of the text tower.
+    cache_dir : str or None, default=None
+        Download folder for the weights (default: the Hugging Face cache).
+
+    See Also
+    --------
+    dsolo_sk.features.FeatureExtractor : runs this and an affinity
+        extractor over a list of images.
+
+    Notes
+    -----
+    The model is loaded on first use (never in ``__init__``) into a
+    process-level cache keyed by (model, weights, device, dtype), so that
+    clones made by :func:`sklearn.base.clone` share it. Text embeddings are
+    cached per synonym, template set and model.
+
+    Examples
+    --------
+    Build a tiny random CLIP, save it as a config and a safetensors
+    checkpoint, and load it back as a user's checkpoint would be loaded
+    (with real weights: ``CLIPFeatures()`` or
+    ``CLIPFeatures("ViT-L-14", "openai")``):
+
+    >>> import json, os, tempfile
+    >>> import numpy as np, open_clip
+    >>> from safetensors.torch import save_file
+    >>> from dsolo_sk.features import CLIPFeatures
+    >>> cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8,
+    ...        "width": 32, "layers": 1, "head_width": 16},
+    ...        "text_cfg": {"context_length": 77, "vocab_size": 49408,
+    ...        "width": 32, "heads": 2, "layers": 1}}
+    >>> tmp = tempfile.mkdtemp()
+    >>> config = os.path.join(tmp, "doctest-tiny-clip.json")
+    >>> with open(config, "w") as f:
+    ...     json.dump(cfg, f)
+    >>> open_clip.add_model_config(config)
+    >>> model = open_clip.create_model("doctest-tiny-clip")  # doctest: +ELLIPSIS
+    >>> save_file(model.state_dict(), os.path.join(tmp, "w.safetensors"))
+    >>> clip = CLIPFeatures(config, os.path.join(tmp, "w.safetensors"),
+    ...                     short_side=48, templates=["a photo of a {}."])
+    >>> image = np.zeros((60, 90, 3), np.uint8)
+    >>> logits = clip.compute_logits(image, ["cat", "dog, puppy"])
+    >>> logits.shape, logits.dtype
+    ((2, 6, 9), dtype('float32'))
+    >>> clip.grid_shape(image.shape)
+    (6, 9)
+    """
+
+    def __init__(self, model="ViT-B-16", pretrained="openai", *, short_side=336,
+                 max_long_side=2048, window=None, stride=None,
+                 templates="imagenet", device="auto", dtype="auto",
+                 batch_size=8, text_batch_size=256, cache_dir=None):
+        self.model = model
+        self.pretrained = pretrained
+        self.short_side = short_side
+        self.max_long_side = max_long_side
+        self.window = window
+        self.stride = stride
+        self.templates = templates
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.text_batch_size = text_batch_size
+        self.cache_dir = cache_dir
+
+    # ------------------------------------------------------------------
+    # validation (no model is loaded here)
+
+    def _check_int(self, name, value, minimum=1, allow_none=False):
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise TypeError(f"{name} must be an integer, got {value!r}.")
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+
+    def _resolve_model(self):
+        """Map (model, pretrained) to open_clip arguments; validates names
+        and paths without loading anything. Returns a dict."""
+        import open_clip
+
+        model, pretrained = self.model, self.pretrained
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(
+                f"model must be an open_clip model name or a path, got {model!r}."
+            )
+        model = os.fspath(model)
+        out = {"force_quick_gelu": False, "pretrained": None}
+        if model.startswith("hf-hub:"):
+            out["name"] = model
+            out["weights"] = model
+            return out
+        if model.startswith("local-dir:") or os.path.isdir(model):
+            path = model[len("local-dir:"):] if model.startswith("local-dir:") else model
+            if not os.path.isdir(path):
+                raise ValueError(
+                    f"model={self.model!r} names the local folder {path!r}, "
+                    "which does not exist; pass a folder holding "
+                    "open_clip_config.json and the weights."
+                )
+            if not os.path.isfile(os.path.join(path, "open_clip_config.json")):
+                raise ValueError(
+                    f"the folder {path!r} has no open_clip_config.json; a "
+                    "local model folder needs it next to the weights (or "
+                    "pass model='<config>.json' and pretrained='<weights>')."
+                )
+            path = os.path.abspath(path)
+            out["name"] = "local-dir:" + path
+            out["weights"] = out["name"]
+            return out
+        if model.endswith(".json") or os.sep in model or model.startswith("."):
+            if not os.path.isfile(model):
+                raise ValueError(
+                    f"model={self.model!r} looks like a path to a model "
+                    "config, but no such file exists; pass an existing "
+                    "open_clip config JSON or a built-in name such as "
+                    "'ViT-B-16'."
+                )
+            name = os.path.splitext(os.path.basename(model))[0]
+            if name not in open_clip.list_models():
+                open_clip.add_model_config(os.path.abspath(model))
+            model = name
+        if model not in open_clip.list_models():
+            close = difflib.get_close_matches(model, open_clip.list_models(), n=5)
+            raise ValueError(
+                f"unknown open_clip model {model!r}"
+                + (f"; did you mean one of {close}?" if close else "")
+                + " See open_clip.list_models() for the names, or pass the "
+                "path to a model config JSON."
+            )
+        out["name"] = model
+        if pretrained is None:
+            out["weights"] = None
+            return out
+        if not isinstance(pretrained, (str, os.PathLike)):
+            raise TypeError(
+                f"pretrained must be an open_clip tag, a checkpoint path or "
+                f"None, got {pretrained!r}."
+            )
+        pretrained = os.fspath(pretrained)
+        tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
+        if tag_cfg:
+            cfg = open_clip.get_model_config(model) or {}
+            out["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False)
+                                           and not cfg.get("quick_gelu", False))
+            out["pretrained"] = pretrained
+            out["weights"] = pretrained
+            out["hub"] = tag_cfg.get("hf_hub", "") or tag_cfg.get("url", "")
+            return out
+        if os.path.isfile(pretrained):
+            out["pretrained"] = os.path.abspath(pretrained)
+            out["weights"] = (out["pretrained"], os.path.getmtime(pretrained))
+            return out
+        if pretrained.endswith(_CKPT_SUFFIXES) or os.sep in pretrained:
+            raise ValueError(
+                f"pretrained={self.pretrained!r} looks like a checkpoint path "
+                "but no such file exists; check the path (a safetensors or "
+                "torch state dict)."
+            )
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise ValueError(
+            f"unknown pretrained tag {pretrained!r} for {model!r}; known tags: "
+            f"{tags}. Pass one of them, the path to a local checkpoint, or None "
+            "for random weights."
+        )
+
+    def _validate_params(self):
+        """Check every parameter; raises ValueError/TypeError, loads nothing."""
+        self._check_int("short_side", self.short_side, 1)
+        self._check_int("max_long_side", self.max_long_side, 1, allow_none=True)
+        self._check_int("window", self.window, 1, allow_none=True)
+        self._check_int("stride", self.stride, 1, allow_none=True)
+        if self.stride is not None and self.window is None:
+            raise ValueError("stride is set but window is None; set window too.")
+        if self.window is not None and self.stride is not None \
+                and self.stride > self.window:
+            raise ValueError(
+                f"stride ({self.stride}) must not exceed window "
+                f"({self.window}), or parts of the image would be skipped."
+            )
+        self._check_int("batch_size", self.batch_size, 1)
+        self._check_int("text_batch_size", self.text_batch_size, 1)
+        self._templates()
+        _cache.check_device_dtype(self.device, self.dtype)
+        return self._resolve_model()
+
+    def _templates(self):
+        if isinstance(self.templates, str):
+            if self.templates != "imagenet":
+                raise ValueError(
+                    f"templates must be 'imagenet' or a list of strings with "
+                    f"'{{}}', got {self.templates!r}."
+                )
+            return _imagenet_templates()
+        try:
+            templates = tuple(self.templates)
+        except TypeError:
+            raise TypeError(
+                f"templates must be 'imagenet' or a list of strings, got "
+                f"{self.templates!r}."
+            ) from None
+        if not templates:
+            raise ValueError("templates is empty; pass at least one template.")
+        for t in templates:
+            if not isinstance(t, str) or t.count("{}") != 1:
+                raise ValueError(
+                    f"each template must be a string with exactly one '{{}}' "
+                    f"for the class name, got {t!r}."
+                )
+        return templates
+
+    # ------------------------------------------------------------------
+    # loading
+
+    def _key(self, spec):
+        device, dtype = _cache.check_device_dtype(self.device, self.dtype)
+        return ("open_clip", spec["name"], spec["weights"],
+                spec["force_quick_gelu"], device, dtype)
+
+    def _load(self):
+        spec = self._validate_params()
+        key = self._key(spec)
+        return _cache.get_model(key, lambda: self._load_uncached(spec, key))
+
+    def _load_uncached(self, spec, key):
+        import open_clip
+
+        device, dtype = key[-2], key[-1]
+        precision = {"float32": "fp32", "float16": "fp16",
+                     "bfloat16": "bf16"}[dtype]
+        if spec["weights"] is None:
+            warnings.warn(
+                f"CLIPFeatures(pretrained=None): {spec['name']} keeps its "
+                "random initialisation; its logits carry no meaning.",
+                UserWarning, stacklevel=4,
+            )
+        level = logging.getLogger().level
+        try:
+            # open_clip logs a warning for random weights; ours is clearer.
+            logging.getLogger().setLevel(max(level, logging.ERROR))
+            model = open_clip.create_model(
+                spec["name"], pretrained=spec["pretrained"],
+                precision=precision, device=device,
+                force_quick_gelu=spec["force_quick_gelu"],
+                cache_dir=self.cache_dir, weights_only=True,
+            )
+        except RuntimeError as exc:
+            if spec.get("hub") and "download" in str(exc).lower():
+                raise _cache.WeightsUnavailableError(
+                    f"could not download the open_clip weights "
+                    f"{spec['pretrained']!r} of {spec['name']!r} (from "
+                    f"{spec['hub']}) nor find them in the cache "
+                    f"({self.cache_dir or 'the Hugging Face cache, HF_HOME'}). "
+                    "On a machine with network access run "
+                    f"open_clip.create_model({spec['name']!r}, "
+                    f"pretrained={spec['pretrained']!r}) once to fill the "
+                    "cache and copy it here, or save the weights to a file "
+                    "and pass its path: CLIPFeatures(model="
+                    f"{spec['name']!r}, pretrained='/path/to/"
+                    "open_clip_model.safetensors')."
+                ) from exc
+            raise
+        finally:
+            logging.getLogger().setLevel(level)
+        visual = model.visual
+        if type(visual).__name__ != "VisionTransformer" or not hasattr(
+                visual, "conv1"):
+            raise ValueError(
+                f"{spec['name']!r} has a {type(visual).__name__} image tower; "
+                "CLIPFeatures needs an open_clip VisionTransformer (a 'ViT-*' "
+                "model) to read its patch tokens."
+            )
+        if getattr(visual, "attn_pool", None) is not None:
+            raise ValueError(
+                f"{spec['name']!r} pools with attention (CoCa-style); its "
+                "patch tokens are not in the joint space. Use a CLIP ViT."
+            )
+        model.eval().requires_grad_(False)
+        tokenizer = open_clip.get_tokenizer(spec["name"])
+        return _CLIPBundle(key, model, tokenizer, spec["name"])
+
+    # ------------------------------------------------------------------
+    # public API
+
+    def grid_shape(self, image_shape):
+        """Patch grid (rows, cols) for an image of shape (H, W[, C]).
+
+        Needs the patch size, so it loads the model (once per process).
+        """
+        bundle = self._load()
+        return self._grid(bundle, image_shape[:2])
+
+    def _grid(self, bundle, hw):
+        ph, pw = bundle.patch_size
+        if ph != pw:  # pragma: no cover - no such open_clip model
+            raise ValueError("non-square patches are not supported.")
+        h, w = _resized_shape(hw[0], hw[1], self.short_side, self.max_long_side, ph)
+        return h // ph, w // pw
+
+    def text_embeddings(self, classes):
+        """Prompt-ensembled, L2-normalised text embeddings.
+
+        Parameters
+        ----------
+        classes : sequence of str
+            Class names; synonyms within a name are separated by commas.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_synonyms, embed_dim), float32
+            One row per synonym, in the order of `classes` and of the
+            synonyms in each name.
+        owner : ndarray of shape (n_synonyms,), int
+            Index of the class each row belongs to.
+        """
+        bundle = self._load()
+        emb, owner = self._text_embeddings(bundle, check_classes(classes))
+        return emb.float().cpu().numpy(), owner.cpu().numpy()
+
+    def _text_embeddings(self, bundle, classes):
+        import torch
+
+        templates = self._templates()
+        synonyms = [split_synonyms(c) for c in classes]
+        flat = [s for syn in synonyms for s in syn]
+        owner = torch.tensor([k for k, syn in enumerate(synonyms) for _ in syn])
+        keys = [("clip-text", bundle.key, templates, s) for s in flat]
+        missing = list(dict.fromkeys(
+            s for s, k in zip(flat, keys) if _cache.memo_get(k) is None))
+        if missing:
+            for s, e in zip(missing, self._encode_texts(bundle, missing, templates)):
+                _cache.memo_set(("clip-text", bundle.key, templates, s), e)
+        emb = torch.stack([_cache.memo_get(k) for k in keys])
+        return emb.to(bundle.device), owner.to(bundle.device)
+
+    def _encode_texts(self, bundle, names, templates):
+        """One ensembled embedding per name (float32, on CPU)."""
+        import torch
+        import torch.nn.functional as F
+
+        prompts = [t.format(n) for n in names for t in templates]
+        _cache.memo_set(("clip-text-prompts-encoded",),
+                        _cache.memo_get(("clip-text-prompts-encoded",), 0)
+                        + len(prompts))
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(prompts), self.text_batch_size):
+                tokens = bundle.tokenizer(prompts[i:i + self.text_batch_size])
+                e = bundle.model.encode_text(tokens.to(bundle.device))
+                out.append(F.normalize(e.float(), dim=-1).cpu())
+        e = torch.cat(out).reshape(len(names), len(templates), -1).mean(1)
+        return F.normalize(e, dim=-1)
+
+    def _preprocess(self, bundle, image, size):
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.tensor(image, device=bundle.device)
+        x = x.permute(2, 0, 1)[None].float()
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True,
+                              align_corners=False)
+        mean = torch.tensor(bundle.mean, device=x.device).reshape(1, 3, 1, 1)
+        std = torch.tensor(bundle.std, device=x.device).reshape(1, 3, 1, 1)
+        return ((x - mean) / std).to(bundle.dtype)
+
+    def compute_logits(self, image, classes):
+        """Cosine similarities between patch and class embeddings.
+
+        Parameters
+        ----------
+        image : array-like of shape (H, W[, C]), PIL image or path
+            Converted as documented in :mod:`dsolo_sk.features._images`.
+        classes : sequence of str
+            Class names; ``"a, b"`` scores the max over synonyms a and b.
+
+        Returns
+        -------
+        logits : ndarray of shape (n_classes, rows, cols), float32
+            Values in [-1, 1]; (rows, cols) is :meth:`grid_shape`.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        classes = check_classes(classes)
+        image = to_rgb_uint8(image)
+        bundle = self._load()
+        text, owner = self._text_embeddings(bundle, classes)
+        p = bundle.patch_size[0]
+        rows, cols = self._grid(bundle, image.shape[:2])
+        x = self._preprocess(bundle, image, (rows * p, cols * p))
+        n_cls = len(classes)
+        # (n_classes, max_synonyms) gather index, padded with the first one
+        groups = [torch.nonzero(owner == c).flatten() for c in range(n_cls)]
+        width = max(len(g) for g in groups)
+        index = torch.stack([torch.cat([g, g[:1].expand(width - len(g))])
+                             for g in groups])
+
+        def score(crops):
+            tok = dense_tokens(bundle.model.visual, crops)[:, 1:]
+            tok = F.normalize(tok.float(), dim=-1)
+            sims = tok @ text.T  # (B, P, n_synonyms)
+            return sims[..., index].amax(-1)  # (B, P, n_classes)
+
+        with torch.inference_mode():
+            if self.window is None:
+                out = score(x)[0].T.reshape(n_cls, rows, cols)
+            else:
+                out = self._sliding(x, score, rows, cols, p, n_cls)
+        return out.float().cpu().numpy()
+
+    def _sliding(self, x, score, rows, cols, p, n_cls):
+        import torch
+
+        if self.window % p:
+            raise ValueError(
+                f"window ({self.window}) must be a multiple of the patch size "
+                f"({p})."
+            )
+        stride = self.stride if self.stride is not None else max(
+            p, (self.window // 2) // p * p)
+        if stride % p:
+            raise ValueError(
+                f"stride ({stride}) must be a multiple of the patch size ({p})."
+            )
+        H, W = x.shape[-2:]
+        wh, ww = min(self.window, H), min(self.window, W)
+        boxes = [(y, xx) for y in _window_starts(H, wh, stride)
+                 for xx in _window_starts(W, ww, stride)]
+        acc = torch.zeros(n_cls, rows, cols, device=x.device)
+        cnt = torch.zeros(1, rows, cols, device=x.device)
+        gh, gw = wh // p, ww // p
+        for i in range(0, len(boxes), self.batch_size):
+            chunk = boxes[i:i + self.batch_size]
+            crops = torch.cat([x[..., y:y + wh, xx:xx + ww] for y, xx in chunk])
+            s = score(crops)  # (B, gh*gw, n_cls)
+            for (y, xx), sk in zip(chunk, s):
+                r, c = y // p, xx // p
+                acc[:, r:r + gh, c:c + gw] += sk.T.reshape(n_cls, gh, gw)
+                cnt[:, r:r + gh, c:c + gw] += 1
+        return acc / cnt

@@ -1,0 +1,217 @@
+"""CLIPFeatures: loading through open_clip, dense logits, text ensembles."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.base import clone
+
+from dsolo_sk.features import CLIPFeatures, WeightsUnavailableError
+from dsolo_sk.features import _cache
+from dsolo_sk.features.clip import (
+    _resized_shape,
+    dense_tokens,
+    interpolate_pos_embed,
+    split_synonyms,
+)
+
+from conftest import TINY_TEMPLATES
+
+CLASSES = ["cat", "dog, puppy", "sky"]
+
+
+def _bundle(clip):
+    return clip._load()
+
+
+def test_logits_from_config_and_checkpoint(tiny_clip, photos):
+    image = photos[1]  # coffee, 400 x 600
+    logits = tiny_clip.compute_logits(image, CLASSES)
+    assert logits.dtype == np.float32
+    # short side 64 -> 64 x 96 pixels -> 8 x 12 patches of 8
+    assert logits.shape == (3, 8, 12)
+    assert tiny_clip.grid_shape(image.shape) == (8, 12)
+    assert np.all(np.abs(logits) <= 1 + 1e-5)
+    # not constant: different patches see different content
+    assert logits.std(axis=(1, 2)).min() > 1e-4
+    np.testing.assert_array_equal(logits, tiny_clip.compute_logits(image, CLASSES))
+
+
+def test_local_dir_layout_gives_the_same_logits(tiny_clip, tiny_clip_files, photos):
+    other = clone(tiny_clip).set_params(model=tiny_clip_files["local_dir"],
+                                        pretrained=None)
+    a = tiny_clip.compute_logits(photos[2], CLASSES)
+    b = other.compute_logits(photos[2], CLASSES)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_checkpoint_weights_are_loaded(tiny_clip, tiny_clip_files, photos):
+    # the same architecture with random weights gives other logits
+    with pytest.warns(UserWarning, match="random initialisation"):
+        rand = clone(tiny_clip).set_params(pretrained=None)
+        torch.manual_seed(123)
+        b = rand.compute_logits(photos[0], CLASSES)
+    a = tiny_clip.compute_logits(photos[0], CLASSES)
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_class_token_matches_encode_image(tiny_clip):
+    # At the native input size, token 0 of the dense path is the model's
+    # own image embedding: ln_post + proj and the embeddings are wired as
+    # open_clip wires them.
+    model = _bundle(tiny_clip).model
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        tokens = dense_tokens(model.visual, x)
+        ref = model.encode_image(x)
+    assert tokens.shape == (2, 1 + 16, 16)
+    torch.testing.assert_close(tokens[:, 0], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_pos_embed_interpolation():
+    pos = torch.randn(1 + 4 * 4, 8)
+    assert interpolate_pos_embed(pos, (4, 4), (4, 4)) is pos
+    new = interpolate_pos_embed(pos, (4, 4), (6, 10))
+    assert new.shape == (1 + 60, 8)
+    torch.testing.assert_close(new[0], pos[0])
+    # a constant grid stays constant
+    const = torch.cat([pos[:1], torch.ones(16, 8)])
+    torch.testing.assert_close(interpolate_pos_embed(const, (4, 4), (7, 3))[1:],
+                               torch.ones(21, 8), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hw, expected", [
+    ((400, 600), (336, 512)),    # 504 -> nearest multiple of 16
+    ((600, 400), (512, 336)),
+    ((100, 5000), (48, 2048)),   # long side capped at 2048
+    ((10, 10), (336, 336)),
+])
+def test_resized_shape(hw, expected):
+    assert _resized_shape(*hw, 336, 2048, 16) == expected
+
+
+def test_text_embeddings_are_template_ensembles(tiny_clip):
+    bundle = _bundle(tiny_clip)
+    emb, owner = tiny_clip.text_embeddings(["cat", "dog, puppy"])
+    assert emb.shape == (3, 16) and owner.tolist() == [0, 1, 1]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    tokens = bundle.tokenizer([t.format("puppy") for t in TINY_TEMPLATES])
+    with torch.inference_mode():
+        e = F.normalize(bundle.model.encode_text(tokens), dim=-1).mean(0)
+    np.testing.assert_allclose(emb[2], F.normalize(e, dim=0).numpy(), atol=1e-5)
+
+
+def test_synonyms_take_the_max(tiny_clip, photos):
+    both = tiny_clip.compute_logits(photos[0], ["dog, puppy", "sky"])[0]
+    dog = tiny_clip.compute_logits(photos[0], ["dog", "sky"])[0]
+    puppy = tiny_clip.compute_logits(photos[0], ["puppy", "sky"])[0]
+    np.testing.assert_allclose(both, np.maximum(dog, puppy), atol=1e-6)
+    assert (dog != puppy).any()
+
+
+def test_split_synonyms():
+    assert split_synonyms(" person,man , woman,man") == ("person", "man", "woman")
+    with pytest.raises(ValueError, match="no name"):
+        split_synonyms(", ,")
+
+
+def test_text_embeddings_are_cached(tiny_clip, photos):
+    key = ("clip-text-prompts-encoded",)
+    tiny_clip.compute_logits(photos[0], ["zebra", "giraffe"])
+    before = _cache.memo_get(key, 0)
+    tiny_clip.compute_logits(photos[1], ["giraffe", "zebra"])
+    assert _cache.memo_get(key, 0) == before
+    tiny_clip.compute_logits(photos[1], ["giraffe", "okapi"])
+    assert _cache.memo_get(key, 0) == before + len(TINY_TEMPLATES)
+
+
+def test_clones_share_weights_and_stay_light(tiny_clip, photos):
+    tiny_clip.compute_logits(photos[0], CLASSES)
+    loads = _cache.load_count()
+    c = clone(tiny_clip)
+    d = copy.deepcopy(tiny_clip)
+    for est in (c, d, pickle.loads(pickle.dumps(tiny_clip))):
+        est.compute_logits(photos[0], CLASSES)
+        assert est._load() is tiny_clip._load()
+    assert _cache.load_count() == loads
+    # no tensor travels with the estimator
+    assert len(pickle.dumps(tiny_clip)) < 2000
+
+
+def test_sliding_window(tiny_clip, photos):
+    image = photos[2]  # 300 x 451 -> 64 x 96
+    whole = tiny_clip.compute_logits(image, CLASSES)
+    # one window covering everything is the whole-image computation
+    big = clone(tiny_clip).set_params(window=96, stride=96)
+    np.testing.assert_allclose(big.compute_logits(image, CLASSES), whole,
+                               atol=1e-5)
+    small = clone(tiny_clip).set_params(window=32, stride=16, batch_size=3)
+    out = small.compute_logits(image, CLASSES)
+    assert out.shape == whole.shape and np.isfinite(out).all()
+    assert not np.allclose(out, whole, atol=1e-3)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        clone(tiny_clip).set_params(window=30).compute_logits(image, CLASSES)
+
+
+def test_image_forms(tiny_clip, photos, tmp_path):
+    from PIL import Image
+
+    img = photos[2]
+    ref = tiny_clip.compute_logits(img, CLASSES)
+    path = tmp_path / "chelsea.png"
+    Image.fromarray(img).save(path)
+    np.testing.assert_array_equal(tiny_clip.compute_logits(str(path), CLASSES), ref)
+    np.testing.assert_array_equal(
+        tiny_clip.compute_logits(Image.fromarray(img), CLASSES), ref)
+    np.testing.assert_array_equal(tiny_clip.compute_logits(img / 255.0, CLASSES), ref)
+
+
+@pytest.mark.parametrize("params, exc, match", [
+    ({"model": "ViT-B-61"}, ValueError, "unknown open_clip model"),
+    ({"model": "/no/such/config.json"}, ValueError, "no such file"),
+    ({"model": "/no/such/folder/"}, ValueError, "no such file|does not exist"),
+    ({"pretrained": "/no/such/weights.safetensors"}, ValueError,
+     "no such file"),
+    ({"pretrained": "not-a-tag"}, ValueError, "unknown pretrained tag"),
+    ({"short_side": 0}, ValueError, "short_side"),
+    ({"short_side": 2.5}, TypeError, "short_side"),
+    ({"stride": 8}, ValueError, "window"),
+    ({"window": 16, "stride": 32}, ValueError, "exceed"),
+    ({"templates": ["no placeholder"]}, ValueError, "template"),
+    ({"templates": "coco"}, ValueError, "templates"),
+    ({"dtype": "float64"}, ValueError, "dtype"),
+    ({"device": "tpu"}, ValueError, "device"),
+])
+def test_bad_params_refused_before_loading(params, exc, match):
+    loads = _cache.load_count()
+    with pytest.raises(exc, match=match):
+        CLIPFeatures(**params)._validate_params()
+    assert _cache.load_count() == loads
+
+
+def test_bad_classes(tiny_clip, photos):
+    with pytest.raises(TypeError, match="bare string"):
+        tiny_clip.compute_logits(photos[0], "cat")
+    with pytest.raises(ValueError, match="at least two"):
+        tiny_clip.compute_logits(photos[0], [])
+
+
+def test_weights_unavailable_names_them(monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    clip = CLIPFeatures("ViT-B-16", "openai", device="cpu")
+    with pytest.raises(WeightsUnavailableError) as info:
+        clip._load()
+    msg = str(info.value)
+    assert "'openai'" in msg and "ViT-B-16" in msg and "pretrained='/path" in msg
+
+
+def test_quick_gelu_follows_the_openai_tag():
+    spec = CLIPFeatures("ViT-B-16", "openai")._resolve_model()
+    assert spec["force_quick_gelu"]
+    spec = CLIPFeatures("ViT-B-16", "laion2b_s34b_b88k")._resolve_model()
+    assert not spec["force_quick_gelu"]
