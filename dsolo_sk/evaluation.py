@@ -1,0 +1,697 @@
+"""Crash-safe benchmark evaluation.
+
+:func:`evaluate` runs a segmenter over a benchmark under a
+:class:`~dsolo_sk.protocols.Protocol` and sums the pixel confusion matrix.
+With an output folder, every image's result is written as soon as it is
+computed, so that a run killed at any point resumes where it stopped and
+ends with the same confusion matrix:
+
+``OUT/run.json``
+    What is being evaluated (dataset, split, protocol, segmenter). A
+    resumed run must match it.
+``OUT/per_image/<id>.json``
+    The sparse confusion matrix of one image, with a SHA-256 checksum of
+    its content. Written to a temporary file in the same folder, flushed to
+    disk, then renamed over the final name (``os.replace``, atomic), so a
+    result file is either complete or absent. A file whose checksum does
+    not match, that cannot be parsed or that belongs to another run is
+    reported, deleted and recomputed, never counted.
+``OUT/results.json`` and ``OUT/per_class_iou.csv``
+    Written at the end: per-class IoU, mIoU, the confusion matrix and the
+    exact protocol used.
+
+How an image is scored (``predict_image``): resize it so its short side is
+``protocol.short_side`` (long side at most ``protocol.long_side_max``),
+score the whole image or average the scores of sliding windows, upsample
+the per-class scores bilinearly to the original size, take the argmax over
+classes and, where the protocol has a ``prob_threshold``, send pixels whose
+top ``softmax(logit_scale * score)`` is below it to class 0. The estimator
+supplies the scores through ``decision_function`` (or ``predict_proba``,
+which is then read as probabilities directly).
+"""
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from ._validation import check_classes, check_option, check_scalar
+from .metrics import confusion_matrix, iou_from_confusion
+from .protocols import Protocol, get_protocol
+
+__all__ = ["evaluate", "predict_image", "EvaluationResult", "ResultStore",
+           "describe_estimator"]
+
+RECORD_FORMAT = "dsolo_sk.per_image/1"
+RUN_FORMAT = "dsolo_sk.run/1"
+
+
+# -- scoring one image -------------------------------------------------------
+def _resize_image(image, shape):
+    from PIL import Image
+
+    if tuple(image.shape[:2]) == tuple(shape):
+        return image
+    return np.asarray(Image.fromarray(image).resize(
+        (shape[1], shape[0]), Image.BILINEAR))
+
+
+def _upsample_scores(scores, shape):
+    """Bilinear resize of (N, h, w) scores to `shape` (align_corners=False)."""
+    if tuple(scores.shape[1:]) == tuple(shape):
+        return scores
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    return F.interpolate(t[None], size=tuple(shape), mode="bilinear",
+                         align_corners=False)[0].numpy()
+
+
+def _score_method(estimator, scores):
+    if callable(estimator) and not hasattr(estimator, "decision_function") \
+            and not hasattr(estimator, "predict_proba"):
+        return "callable"
+    if scores == "auto":
+        scores = ("decision_function" if hasattr(estimator,
+                                                 "decision_function")
+                  else "predict_proba")
+    if not hasattr(estimator, scores):
+        raise TypeError(
+            f"{type(estimator).__name__} has no {scores} method; the "
+            "evaluation needs per-class score maps. Pass an estimator with "
+            "decision_function or predict_proba, or a callable image -> "
+            "scores of shape (n_classes, H, W)."
+        )
+    return scores
+
+
+def _window_scores(estimator, method, crop, n_classes):
+    if method == "callable":
+        out = estimator(crop)
+    else:
+        out = getattr(estimator, method)([crop])
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        if isinstance(out, np.ndarray) and out.ndim == 4:
+            out = out[0]
+    if isinstance(out, xr.DataArray) and out.dims[0] != "class":
+        out = out.transpose("class", ...)
+    out = np.asarray(out, dtype=np.float32)
+    if out.ndim != 3 or out.shape[0] != n_classes:
+        raise ValueError(
+            f"the segmenter returned scores of shape {out.shape} for a "
+            f"{crop.shape[:2]} window; expected ({n_classes}, H, W), one map "
+            "per class of the dataset."
+        )
+    if out.shape[1:] != crop.shape[:2]:
+        out = _upsample_scores(out, crop.shape[:2])
+    return out
+
+
+def predict_image(estimator, image, protocol, *, scores="auto",
+                  geometry="harness"):
+    """Label map of one image under an evaluation protocol.
+
+    Parameters
+    ----------
+    estimator : estimator or callable
+        Its ``decision_function([image])`` (or ``predict_proba``) returns
+        per-class scores of shape (n_classes, h, w) for the image it gets;
+        a plain callable ``image -> scores`` works too. The classes must
+        already be set (for the segmenters of this package:
+        ``set_params(classes=dataset.classes)``).
+    image : ndarray of shape (H, W, 3), uint8
+        The image at its original size.
+    protocol : Protocol
+    scores : {"auto", "decision_function", "predict_proba"}, default="auto"
+        Which method gives the scores. ``"predict_proba"`` output is read
+        as probabilities by the threshold rule; any other score goes
+        through ``softmax(logit_scale * score)`` first.
+    geometry : {"harness", "estimator"}, default="harness"
+        ``"harness"``: resize the image and cut the windows of the protocol
+        here, average the window scores and upsample them bilinearly.
+        ``"estimator"``: the estimator gets the original image and applies
+        the protocol's resizing and windows itself (see
+        :func:`prepare_estimator`); scores not at the original size are
+        upsampled bilinearly.
+
+    Returns
+    -------
+    ndarray of shape (H, W), int64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.evaluation import predict_image
+    >>> from dsolo_sk.protocols import Protocol
+    >>> def redness(image):  # class 0: not red, class 1: red
+    ...     r = image[..., 0] / 255.0
+    ...     return np.stack([1 - r, r])
+    >>> image = np.zeros((40, 60, 3), np.uint8)
+    >>> image[:, 30:, 0] = 255
+    >>> protocol = Protocol(dataset="toy", n_classes=2, short_side=32)
+    >>> labels = predict_image(redness, image, protocol)
+    >>> labels.shape, int(labels[0, 0]), int(labels[0, -1])
+    ((40, 60), 0, 1)
+    """
+    if not isinstance(protocol, Protocol):
+        raise TypeError(f"protocol must be a Protocol, got "
+                        f"{type(protocol).__name__}.")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 array, got "
+                         f"{image.dtype} {image.shape}.")
+    check_option(geometry, "geometry", ("harness", "estimator"))
+    method = _score_method(estimator, scores)
+    n = protocol.n_classes
+    if geometry == "estimator":
+        full = _window_scores(estimator, method, image, n)
+    else:
+        resized = _resize_image(image,
+                                protocol.resized_shape(image.shape[:2]))
+        h, w = resized.shape[:2]
+        total = np.zeros((n, h, w), np.float32)
+        count = np.zeros((h, w), np.float32)
+        for y0, y1, x0, x1 in protocol.windows((h, w)):
+            total[:, y0:y1, x0:x1] += _window_scores(
+                estimator, method, resized[y0:y1, x0:x1], n)
+            count[y0:y1, x0:x1] += 1
+        full = _upsample_scores(total / count, image.shape[:2])
+    labels = full.argmax(0)
+    if protocol.prob_threshold is not None:
+        if method == "predict_proba":
+            top = full.max(0)
+        else:  # softmax over classes, its maximum
+            z = protocol.logit_scale * (full - full.max(0, keepdims=True))
+            top = 1.0 / np.exp(z).sum(0)
+        labels[top < protocol.prob_threshold] = 0
+    return labels.astype(np.int64)
+
+
+# -- describing the run --------------------------------------------------------
+def _plain(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "get_params"):
+        return describe_estimator(value)
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}." \
+               f"{getattr(value, '__qualname__', type(value).__name__)}"
+    return type(value).__name__
+
+
+def describe_estimator(estimator):
+    """A JSON-ready, stable description of an estimator or callable.
+
+    scikit-learn estimators give their class and parameters (nested
+    estimators described the same way); plain callables their qualified
+    name. Stored in ``run.json`` and ``results.json``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import Ridge
+    >>> from dsolo_sk.evaluation import describe_estimator
+    >>> describe_estimator(Ridge(alpha=2.0))["params"]["alpha"]
+    2.0
+    """
+    if hasattr(estimator, "get_params"):
+        params = estimator.get_params(deep=False)
+        return {"class": f"{type(estimator).__module__}."
+                         f"{type(estimator).__qualname__}",
+                "params": {k: _plain(v) for k, v in sorted(params.items())}}
+    return {"callable": _plain(estimator)}
+
+
+def _digest(obj):
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _atomic_write_text(path, text):
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- per-image results on disk -----------------------------------------------
+class ResultStore:
+    """The per-image results of one evaluation run, in a folder.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Output folder, created if needed.
+    run : dict
+        JSON-ready description of the run (dataset, split, protocol,
+        segmenter). If the folder already holds a run, it must be the same.
+    n_classes : int
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from dsolo_sk.evaluation import ResultStore
+    >>> store = ResultStore(tempfile.mkdtemp(), {"dataset": "toy"}, 2)
+    >>> store.save("img_1", 0, np.array([[3, 1], [0, 4]]))
+    >>> store.load("img_1")
+    array([[3, 1],
+           [0, 4]])
+    >>> print(store.load("img_2"))
+    None
+    """
+
+    def __init__(self, out, run, n_classes):
+        self.out = os.path.abspath(os.fspath(out))
+        self.n_classes = check_scalar(n_classes, "n_classes",
+                                      target_type=int, min_val=1)
+        # Through JSON once, so that it compares equal to its reloaded self.
+        self.run = json.loads(json.dumps({"format": RUN_FORMAT, **run},
+                                         sort_keys=True))
+        self.run_id = _digest(self.run)[:16]
+        self.folder = os.path.join(self.out, "per_image")
+        os.makedirs(self.folder, exist_ok=True)
+        run_path = os.path.join(self.out, "run.json")
+        previous = None
+        if os.path.exists(run_path):
+            try:
+                with open(run_path, encoding="utf-8") as f:
+                    previous = json.load(f)
+            except (OSError, ValueError):
+                previous = None
+            if previous is not None and previous != self.run:
+                diff = sorted(k for k in set(previous) | set(self.run)
+                              if previous.get(k) != self.run.get(k))
+                raise ValueError(
+                    f"{self.out!r} holds results of another run (differing "
+                    f"in {diff}); pass a new output folder, or delete "
+                    f"{run_path!r} and {self.folder!r} to start over."
+                )
+        if previous is None:
+            _atomic_write_text(run_path, json.dumps(self.run, indent=2,
+                                                    sort_keys=True))
+
+    def path(self, sample_id):
+        """File of the result of `sample_id`."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_"
+                       for c in sample_id.replace("/", "__"))
+        return os.path.join(self.folder, safe + ".json")
+
+    def save(self, sample_id, index, cm, seconds=None):
+        """Write one image's confusion matrix, atomically."""
+        cm = np.asarray(cm, dtype=np.int64)
+        if cm.shape != (self.n_classes, self.n_classes):
+            raise ValueError(f"confusion matrix of shape {cm.shape}, "
+                             f"expected {(self.n_classes,) * 2}.")
+        flat = np.flatnonzero(cm)
+        body = {"format": RECORD_FORMAT, "run": self.run_id,
+                "id": sample_id, "index": int(index),
+                "n_classes": self.n_classes,
+                "cm_index": flat.tolist(), "cm_count": cm.ravel()[flat].tolist(),
+                "seconds": None if seconds is None else round(float(seconds),
+                                                              6)}
+        body["checksum"] = _digest(body)
+        _atomic_write_text(self.path(sample_id),
+                           json.dumps(body, sort_keys=True))
+
+    def _check(self, body, sample_id):
+        if not isinstance(body, dict):
+            return "not a JSON object"
+        checksum = body.pop("checksum", None)
+        if checksum != _digest(body):
+            return "checksum mismatch"
+        if body.get("format") != RECORD_FORMAT:
+            return f"unknown format {body.get('format')!r}"
+        if body.get("run") != self.run_id:
+            return "written by another run"
+        if body.get("id") != sample_id or body.get("n_classes") != \
+                self.n_classes:
+            return "belongs to another image or class list"
+        idx, cnt = body.get("cm_index"), body.get("cm_count")
+        if not (isinstance(idx, list) and isinstance(cnt, list)
+                and len(idx) == len(cnt)):
+            return "malformed confusion matrix"
+        return None
+
+    def load(self, sample_id):
+        """The stored confusion matrix of `sample_id`, or None.
+
+        A corrupt, truncated or foreign file is reported with a
+        :class:`UserWarning`, deleted, and None is returned, so the image is
+        recomputed.
+        """
+        path = self.path(sample_id)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            body = json.loads(data.decode("utf-8"))
+            reason = self._check(body, sample_id)
+        except ValueError as exc:
+            reason = f"unreadable JSON ({exc})"
+        if reason is None:
+            try:
+                cm = np.zeros(self.n_classes ** 2, np.int64)
+                cm[np.asarray(body["cm_index"], np.int64)] = np.asarray(
+                    body["cm_count"], np.int64)
+                return cm.reshape(self.n_classes, self.n_classes)
+            except (ValueError, IndexError, TypeError) as exc:
+                reason = f"malformed confusion matrix ({exc})"
+        warnings.warn(f"result file {path!r} is corrupt ({reason}); "
+                      "recomputing it.", UserWarning, stacklevel=2)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+
+    def clean_temporary(self):
+        """Remove temporary files left by killed runs."""
+        for name in os.listdir(self.folder):
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(self.folder, name))
+                except OSError:
+                    pass
+
+
+# -- the result -------------------------------------------------------------
+@dataclass
+class EvaluationResult:
+    """Outcome of :func:`evaluate`.
+
+    Attributes
+    ----------
+    confusion_matrix : ndarray of shape (n_classes, n_classes), int64
+        ``[t, p]`` counts the pixels of true class ``t`` predicted ``p``.
+    iou : xarray.DataArray of dims ("class",)
+        Per-class IoU, NaN for classes absent from both.
+    miou : float
+        ``nanmean`` of `iou`.
+    protocol : Protocol
+    ids : list of str
+        The evaluated samples, in order.
+    n_computed : int
+        How many of them this call computed (the others were resumed).
+    seconds : float
+        Wall time of this call.
+    info : dict
+        Dataset, split, segmenter description and the like.
+    """
+
+    confusion_matrix: np.ndarray
+    iou: xr.DataArray
+    miou: float
+    protocol: Protocol
+    ids: list
+    n_computed: int = 0
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        """The JSON-ready summary written to ``results.json``."""
+        iou = {str(c): (None if np.isnan(v) else float(v))
+               for c, v in zip(self.iou["class"].values, self.iou.values)}
+        return {
+            "format": "dsolo_sk.results/1",
+            "dsolo_sk_version": __version__,
+            **self.info,
+            "n_images": len(self.ids),
+            "n_computed": self.n_computed,
+            "seconds": round(self.seconds, 3),
+            "miou": None if np.isnan(self.miou) else float(self.miou),
+            "per_class_iou": iou,
+            "protocol": self.protocol.to_dict(),
+            "protocol_fingerprint": self.protocol.fingerprint(),
+            "confusion_matrix": self.confusion_matrix.tolist(),
+        }
+
+    def write(self, out):
+        """Write ``results.json`` and ``per_class_iou.csv`` into `out`."""
+        out = os.fspath(out)
+        os.makedirs(out, exist_ok=True)
+        _atomic_write_text(os.path.join(out, "results.json"),
+                           json.dumps(self.to_dict(), indent=2))
+        cm = self.confusion_matrix
+        lines = []
+
+        class _Sink:
+            def write(self, s):
+                lines.append(s)
+
+        w = csv.writer(_Sink(), lineterminator="\n")
+        w.writerow(["class_index", "class", "iou", "gt_pixels",
+                    "predicted_pixels"])
+        for k, (c, v) in enumerate(zip(self.iou["class"].values,
+                                       self.iou.values)):
+            w.writerow([k, c, "" if np.isnan(v) else f"{v:.6f}",
+                        int(cm[k].sum()), int(cm[:, k].sum())])
+        w.writerow(["", "mIoU", "" if np.isnan(self.miou)
+                    else f"{self.miou:.6f}", int(cm.sum()), int(cm.sum())])
+        _atomic_write_text(os.path.join(out, "per_class_iou.csv"),
+                           "".join(lines))
+
+
+# -- the harness --------------------------------------------------------------
+def _resolve_protocol(protocol, dataset):
+    if protocol is None:
+        protocol = "paper"
+    if isinstance(protocol, str):
+        protocol = get_protocol(dataset.name, protocol)
+    if isinstance(protocol, dict):
+        protocol = Protocol.from_dict(protocol)
+    if not isinstance(protocol, Protocol):
+        raise TypeError("protocol must be None, 'paper', 'peers' or a "
+                        f"Protocol, got {type(protocol).__name__}.")
+    if protocol.n_classes != dataset.n_classes:
+        raise ValueError(
+            f"the protocol is for {protocol.n_classes} classes "
+            f"({protocol.dataset}) but the dataset {dataset.name} has "
+            f"{dataset.n_classes}.")
+    return protocol
+
+
+def _extractor_geometry(protocol):
+    window = protocol.slide_crop if protocol.inference == "slide" else None
+    stride = protocol.slide_stride if protocol.inference == "slide" else None
+    return {"short_side": protocol.short_side,
+            "max_long_side": protocol.long_side_max,
+            "window": window, "stride": stride}
+
+
+def prepare_estimator(estimator, classes, protocol=None):
+    """A copy of `estimator` set up for a dataset and its protocol.
+
+    Returns
+    -------
+    estimator : object
+        scikit-learn estimators with a ``classes`` parameter are cloned (no
+        weights are copied: models live in the process-level cache) and
+        given the dataset's classes. When the estimator has an
+        ``extractor`` parameter whose extractor takes ``short_side``,
+        ``max_long_side``, ``window`` and ``stride`` (as
+        :class:`~dsolo_sk.features.CLIPFeatures` does; ``None`` stands for
+        the default ``CLIPFeatures()``), those are set from `protocol`, so
+        that the segmenter resizes, slides its windows over the logits and
+        upsamples its scores to the original image by its own means.
+        Anything else is returned unchanged.
+    geometry : {"estimator", "harness"}
+        Who applies the protocol's resizing and windows (see
+        :func:`predict_image`).
+    """
+    if not hasattr(estimator, "get_params"):
+        return estimator, "harness"
+    params = estimator.get_params(deep=False)
+    if "classes" not in params:
+        return estimator, "harness"
+    from sklearn.base import clone
+
+    est = clone(estimator).set_params(classes=list(classes))
+    geometry = "harness"
+    if protocol is not None and "extractor" in params:
+        extractor = params["extractor"]
+        if extractor is None:
+            from .features import CLIPFeatures
+
+            extractor = CLIPFeatures()
+        wanted = _extractor_geometry(protocol)
+        if hasattr(extractor, "get_params") and set(wanted) <= set(
+                extractor.get_params(deep=False)):
+            est.set_params(extractor=clone(extractor).set_params(**wanted))
+            geometry = "estimator"
+    return est, geometry
+
+
+def evaluate_sample(estimator, dataset, index, protocol, *, scores="auto",
+                    geometry="harness"):
+    """Confusion matrix of sample `index`: the unit of work of a run.
+
+    Returns
+    -------
+    sample_id : str
+    cm : ndarray of shape (n_classes, n_classes), int64
+    seconds : float
+        Time spent predicting.
+    """
+    sample = dataset[index]
+    start = time.perf_counter()
+    pred = predict_image(estimator, sample.image, protocol, scores=scores,
+                         geometry=geometry)
+    seconds = time.perf_counter() - start
+    cm = confusion_matrix([sample.mask], [pred], protocol.n_classes,
+                          ignore_index=protocol.ignore_index)
+    return sample.id, cm, seconds
+
+
+def _run_info(estimator, dataset, protocol, scores, geometry):
+    return {"dataset": dataset.name, "split": getattr(dataset, "split", None),
+            "classes": list(dataset.classes),
+            "protocol": protocol.to_dict(),
+            "segmenter": describe_estimator(estimator), "scores": scores,
+            "geometry": geometry}
+
+
+def _finish(cm, dataset, protocol, ids, n_computed, start, info, out):
+    names = getattr(dataset, "class_names", None) or list(dataset.classes)
+    iou = xr.DataArray(iou_from_confusion(cm), dims=("class",),
+                       coords={"class": list(names)}, name="iou")
+    valid = ~np.isnan(iou.values)
+    miou = float(np.mean(iou.values[valid])) if valid.any() else float("nan")
+    result = EvaluationResult(cm, iou, miou, protocol, list(ids), n_computed,
+                              time.perf_counter() - start, info)
+    if out is not None:
+        result.write(out)
+    return result
+
+
+def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
+             scores="auto", progress=True, client=None):
+    """Evaluate a segmenter on a benchmark, resumably.
+
+    Parameters
+    ----------
+    estimator : estimator or callable
+        A segmenter of this package (its ``classes`` are set to the
+        dataset's, on a clone), any object with ``decision_function`` or
+        ``predict_proba`` returning (n_classes, H, W) scores for a list of
+        one image, or a callable ``image -> scores``.
+    dataset : SegmentationDataset
+        For example ``dsolo_sk.datasets.load_dataset("voc21", root)``.
+    protocol : {"paper", "peers"} or Protocol, default="paper"
+        The dataset's protocol in the whole-image (paper) or sliding-window
+        (peers) setting, or an explicit :class:`~dsolo_sk.protocols.Protocol`.
+    out : str or path-like, optional
+        Output folder. Per-image results are written there as they are
+        computed and read back by a later call with the same arguments,
+        which computes only what is missing; ``results.json`` and
+        ``per_class_iou.csv`` are written at the end. Without it nothing is
+        written and nothing resumes.
+    limit : int, optional
+        Evaluate only the first `limit` samples.
+    scores : {"auto", "decision_function", "predict_proba"}, default="auto"
+        See :func:`predict_image`.
+    progress : bool, default=True
+        Show a tqdm progress bar.
+    client : dask.distributed.Client, optional
+        Run the images on a Dask cluster (see
+        :func:`dsolo_sk.distributed.evaluate_distributed`).
+
+    Returns
+    -------
+    EvaluationResult
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from dsolo_sk.datasets import load_dataset, write_fake_dataset
+    >>> from dsolo_sk.evaluation import evaluate
+    >>> ds = load_dataset("voc21", write_fake_dataset("voc21", tempfile.mkdtemp()))
+    >>> def everything_is_background(image):
+    ...     scores = np.zeros((21,) + image.shape[:2])
+    ...     scores[0] = 1
+    ...     return scores
+    >>> res = evaluate(everything_is_background, ds, out=tempfile.mkdtemp(),
+    ...                progress=False)
+    >>> int(res.confusion_matrix[:, 1:].sum()), len(res.ids)
+    (0, 2)
+    """
+    start = time.perf_counter()
+    protocol = _resolve_protocol(protocol, dataset)
+    check_option(scores, "scores", ("auto", "decision_function",
+                                    "predict_proba"))
+    check_classes(dataset.classes, name="dataset.classes")
+    n = len(dataset)
+    if limit is not None:
+        check_scalar(limit, "limit", target_type=int, min_val=1)
+        n = min(n, limit)
+    if client is not None:
+        from .distributed import evaluate_distributed
+
+        return evaluate_distributed(estimator, dataset, client=client,
+                                    protocol=protocol, out=out, limit=limit,
+                                    scores=scores, progress=progress)
+    est, geometry = prepare_estimator(estimator, dataset.classes, protocol)
+    method = _score_method(est, scores)
+    info = _run_info(est, dataset, protocol, method, geometry)
+    store = None if out is None else ResultStore(out, info,
+                                                 protocol.n_classes)
+    cm = np.zeros((protocol.n_classes,) * 2, np.int64)
+    todo = []
+    for i in range(n):
+        stored = None if store is None else store.load(dataset.ids[i])
+        if stored is None:
+            todo.append(i)
+        else:
+            cm += stored
+    bar = _progress(progress, n, n - len(todo), dataset.name)
+    try:
+        for i in todo:
+            sid, cm_i, seconds = evaluate_sample(est, dataset, i, protocol,
+                                                 scores=scores,
+                                                 geometry=geometry)
+            if store is not None:
+                store.save(sid, i, cm_i, seconds)
+            cm += cm_i
+            bar.update(1)
+    finally:
+        bar.close()
+    if store is not None:
+        store.clean_temporary()
+    return _finish(cm, dataset, protocol, dataset.ids[:n], len(todo), start,
+                   info, out)
+
+
+def _progress(progress, total, initial, name):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not progress,
+                desc=f"evaluate {name}", unit="img", dynamic_ncols=True)
