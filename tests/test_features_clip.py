@@ -199,6 +199,7 @@ def test_bad_classes(tiny_clip, photos):
         tiny_clip.compute_logits(photos[0], [])
 
 
+@pytest.mark.filterwarnings("ignore:The .local_dir_use_symlinks. argument")
 def test_weights_unavailable_names_them(monkeypatch):
     import huggingface_hub.constants as hf_constants
 

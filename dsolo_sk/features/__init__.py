@@ -13,3 +13,7 @@ from ._cache import WeightsUnavailableError, clear_model_cache
 from .clip import CLIPFeatures
 
 __all__ += ["CLIPFeatures", "WeightsUnavailableError", "clear_model_cache"]
+from .diffusion import DiffusionAttention
+from .extractor import FeatureExtractor
+
+__all__ += ["DiffusionAttention", "FeatureExtractor"]

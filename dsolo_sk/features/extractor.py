@@ -1,0 +1,199 @@
+"""Turn raw images into feature Datasets: logits plus an affinity.
+
+:class:`FeatureExtractor` is a fit-free scikit-learn transformer: it maps a
+list of images to a list of :class:`xarray.Dataset` in the feature contract
+(:mod:`dsolo_sk.features`), so it can be a (cached) step of a
+:class:`~sklearn.pipeline.Pipeline` in front of a segmenter, and a
+hyperparameter search over the segmenter never re-runs the models.
+"""
+
+
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .._validation import check_classes
+from ._contract import from_arrays
+from ._images import check_images, to_rgb_uint8
+
+__all__ = ["FeatureExtractor"]
+
+_NO_AFFINITY = (False, "none")
+
+
+def _check_part(est, method, name, example):
+    if not callable(getattr(est, method, None)):
+        raise TypeError(
+            f"{name} must be an object with a {method}() method (for example "
+            f"{example}), got {est!r}."
+        )
+    validate = getattr(est, "_validate_params", None)
+    if callable(validate):
+        validate()
+    return est
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """Compute the feature Dataset of each image: CLIP logits and an affinity.
+
+    Parameters
+    ----------
+    logits : object, default=None
+        Logits extractor: anything with
+        ``compute_logits(image, classes) -> (n_classes, rows, cols)``.
+        ``None`` means :class:`~dsolo_sk.features.CLIPFeatures` ``()``
+        (ViT-B/16 with the OpenAI weights).
+    affinity : object, False or "none", default=None
+        Affinity extractor: anything with
+        ``compute_affinity(image, grid_shape) -> (P, P)``, for example
+        :class:`~dsolo_sk.features.DiffusionAttention` (the paper's Stable
+        Diffusion 2 self-attention, the default when ``None``) or the
+        model-free :class:`~dsolo_sk.features.ColorPositionAffinity`.
+        ``False`` or ``"none"`` computes no affinity: enough for the
+        segmenters' ``"raw"`` and ``"kl"`` modes.
+    classes : sequence of str
+        Class names, at least two; synonyms within a name separated by
+        commas. Required by :meth:`transform`; a constructor parameter so
+        that :func:`~sklearn.base.clone` and ``set_params`` carry it.
+    progress : bool or None, default=None
+        Progress bar over the images (tqdm): ``True`` always, ``False``
+        never, ``None`` only when writing to a terminal.
+
+    Notes
+    -----
+    Images (see :mod:`dsolo_sk.features._images` for the details) are a
+    list of (H, W, 3) uint8 arrays, PIL images or file paths. Grayscale is
+    repeated to RGB, RGBA loses its alpha channel, float images must lie in
+    [0, 1]. Every image, the classes and the extractors' parameters are
+    validated before any model is loaded. The Dataset's ``image`` is the
+    image at its original resolution, so the label map predicted from it
+    has the image's size.
+
+    Examples
+    --------
+    With the paper's models (downloaded on first use)::
+
+        from dsolo_sk.features import FeatureExtractor
+        feats = FeatureExtractor(classes=["cat", "sky"]).transform(images)
+
+    Any object with ``compute_logits`` can stand in for CLIP:
+
+    >>> import numpy as np
+    >>> from dsolo_sk.features import FeatureExtractor
+    >>> class Stripes:
+    ...     def compute_logits(self, image, classes):
+    ...         cols = np.linspace(-1, 1, 4, dtype=np.float32)
+    ...         return np.stack([np.tile(cols, (3, 1)), np.tile(-cols, (3, 1))])
+    >>> fe = FeatureExtractor(logits=Stripes(), affinity=False,
+    ...                       classes=["left", "right"], progress=False)
+    >>> [ds] = fe.fit_transform([np.zeros((30, 40, 3), np.uint8)])
+    >>> ds["logits"].shape, ds["image"].shape
+    ((2, 3, 4), (30, 40, 3))
+    """
+
+    def __init__(self, logits=None, affinity=None, classes=None, *, progress=None):
+        self.logits = logits
+        self.affinity = affinity
+        self.classes = classes
+        self.progress = progress
+
+    def _parts(self):
+        """The (logits, affinity-or-None) extractors, validated."""
+        if self.logits is None:
+            from .clip import CLIPFeatures
+
+            logits = CLIPFeatures()
+        else:
+            logits = self.logits
+        _check_part(logits, "compute_logits", "logits",
+                    "dsolo_sk.features.CLIPFeatures()")
+        aff = self.affinity
+        if isinstance(aff, str) and aff not in _NO_AFFINITY:
+            raise ValueError(
+                f"affinity must be an extractor object, None (Stable Diffusion "
+                f"attention), False or 'none', got {aff!r}."
+            )
+        if aff is False or aff == "none":
+            return logits, None
+        if aff is None:
+            from .diffusion import DiffusionAttention
+
+            aff = DiffusionAttention()
+        _check_part(aff, "compute_affinity", "affinity",
+                    "dsolo_sk.features.ColorPositionAffinity()")
+        return logits, aff
+
+    def _check_classes(self):
+        if self.classes is None:
+            raise ValueError(
+                "classes is required: FeatureExtractor(classes=['cat', 'dog', "
+                "...]) or set_params(classes=[...])."
+            )
+        return check_classes(self.classes)
+
+    def _check_progress(self):
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise TypeError(
+                f"progress must be True, False or None, got {self.progress!r}."
+            )
+
+    def fit(self, X=None, y=None):
+        """Validate the parameters (and `X` when given); learns nothing.
+
+        Parameters
+        ----------
+        X : list of images, optional
+            Validated when given.
+        y : ignored
+
+        Returns
+        -------
+        self : FeatureExtractor
+        """
+        self._check_progress()
+        self._check_classes()
+        self._parts()
+        if X is not None:
+            check_images(X, name="X")
+        return self
+
+    def transform(self, X):
+        """Compute the feature Dataset of every image.
+
+        Parameters
+        ----------
+        X : list of images
+            (H, W, 3) uint8 arrays, PIL images or paths (see Notes).
+
+        Returns
+        -------
+        list of xarray.Dataset
+            One Dataset per image, with ``logits``, ``image`` and (unless
+            ``affinity=False``) ``affinity``.
+        """
+        from tqdm.auto import tqdm
+
+        images = check_images(X, name="X")
+        self._check_progress()
+        classes = self._check_classes()
+        logits_est, aff_est = self._parts()
+        disable = None if self.progress is None else not self.progress
+        out = []
+        for k, img in enumerate(tqdm(images, desc="features", unit="image",
+                                     disable=disable)):
+            image = to_rgb_uint8(img, name=f"X[{k}]")
+            logits = logits_est.compute_logits(image, classes)
+            affinity = None
+            if aff_est is not None:
+                affinity = aff_est.compute_affinity(image, tuple(logits.shape[1:]))
+            out.append(from_arrays(logits, affinity, image, classes))
+        return out
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = False
+        tags.non_deterministic = False
+        return tags
