@@ -644,50 +644,85 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
     >>> int(res.confusion_matrix[:, 1:].sum()), len(res.ids)
     (0, 2)
     """
-    start = time.perf_counter()
-    protocol = _resolve_protocol(protocol, dataset)
-    check_option(scores, "scores", ("auto", "decision_function",
-                                    "predict_proba"))
-    check_classes(dataset.classes, name="dataset.classes")
-    n = len(dataset)
-    if limit is not None:
-        check_scalar(limit, "limit", target_type=int, min_val=1)
-        n = min(n, limit)
     if client is not None:
         from .distributed import evaluate_distributed
 
         return evaluate_distributed(estimator, dataset, client=client,
                                     protocol=protocol, out=out, limit=limit,
                                     scores=scores, progress=progress)
-    est, geometry = prepare_estimator(estimator, dataset.classes, protocol)
-    method = _score_method(est, scores)
-    info = _run_info(est, dataset, protocol, method, geometry)
-    store = None if out is None else ResultStore(out, info,
-                                                 protocol.n_classes)
-    cm = np.zeros((protocol.n_classes,) * 2, np.int64)
-    todo = []
-    for i in range(n):
-        stored = None if store is None else store.load(dataset.ids[i])
-        if stored is None:
-            todo.append(i)
-        else:
-            cm += stored
-    bar = _progress(progress, n, n - len(todo), dataset.name)
+    run = start_run(estimator, dataset, protocol=protocol, out=out,
+                    limit=limit, scores=scores)
+    bar = _progress(progress, run.n, run.n - len(run.todo), dataset.name)
     try:
-        for i in todo:
-            sid, cm_i, seconds = evaluate_sample(est, dataset, i, protocol,
-                                                 scores=scores,
-                                                 geometry=geometry)
-            if store is not None:
-                store.save(sid, i, cm_i, seconds)
-            cm += cm_i
+        for i in run.todo:
+            run.add(i, *evaluate_sample(run.estimator, dataset, i,
+                                        run.protocol, scores=scores,
+                                        geometry=run.geometry))
             bar.update(1)
     finally:
         bar.close()
-    if store is not None:
-        store.clean_temporary()
-    return _finish(cm, dataset, protocol, dataset.ids[:n], len(todo), start,
-                   info, out)
+    return run.finish()
+
+
+class _Run:
+    """Book-keeping of one evaluation: what is left, the running matrix."""
+
+    def __init__(self, estimator, dataset, protocol, out, limit, scores):
+        self.start = time.perf_counter()
+        self.dataset = dataset
+        self.protocol = _resolve_protocol(protocol, dataset)
+        check_option(scores, "scores", ("auto", "decision_function",
+                                        "predict_proba"))
+        check_classes(dataset.classes, name="dataset.classes")
+        n = len(dataset)
+        if limit is not None:
+            check_scalar(limit, "limit", target_type=int, min_val=1)
+            n = min(n, limit)
+        self.n = n
+        self.out = out
+        self.estimator, self.geometry = prepare_estimator(
+            estimator, dataset.classes, self.protocol)
+        self.method = _score_method(self.estimator, scores)
+        self.info = _run_info(self.estimator, dataset, self.protocol,
+                              self.method, self.geometry)
+        nc = self.protocol.n_classes
+        self.store = None if out is None else ResultStore(out, self.info, nc)
+        self.cm = np.zeros((nc, nc), np.int64)
+        self.todo = []
+        for i in range(n):
+            stored = None if self.store is None else self.store.load(
+                dataset.ids[i])
+            if stored is None:
+                self.todo.append(i)
+            else:
+                self.cm += stored
+        self.n_computed = 0
+
+    def add(self, index, sample_id, cm, seconds):
+        """Record the result of sample `index` (on disk first)."""
+        if self.store is not None:
+            self.store.save(sample_id, index, cm, seconds)
+        self.cm += cm
+        self.n_computed += 1
+
+    def finish(self):
+        """The result; writes ``results.json`` and the CSV."""
+        if self.store is not None:
+            self.store.clean_temporary()
+        return _finish(self.cm, self.dataset, self.protocol,
+                       self.dataset.ids[:self.n], self.n_computed,
+                       self.start, self.info, self.out)
+
+
+def start_run(estimator, dataset, *, protocol=None, out=None, limit=None,
+              scores="auto"):
+    """Set up an evaluation: protocol, estimator, stored results.
+
+    Used by :func:`evaluate` and by the Dask runner; ``run.todo`` lists the
+    samples still to compute, ``run.add`` records one, ``run.finish``
+    returns the :class:`EvaluationResult`.
+    """
+    return _Run(estimator, dataset, protocol, out, limit, scores)
 
 
 def _progress(progress, total, initial, name):

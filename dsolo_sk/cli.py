@@ -1,0 +1,332 @@
+"""The ``dsolo-sk`` command line.
+
+``dsolo-sk evaluate``
+    Evaluate a segmenter on a benchmark under its protocol, resumably::
+
+        dsolo-sk evaluate --dataset voc21 --root ~/data --out runs/voc21
+
+    Per-image results go to ``OUT/per_image/`` as they are computed; run
+    the same command again after a crash (or Ctrl-C) to finish the run.
+    ``OUT/results.json`` and ``OUT/per_class_iou.csv`` hold the per-class
+    IoU, the mIoU and the exact protocol. ``--dask`` runs the images on a
+    local Dask cluster, ``--scheduler ADDRESS`` on an existing one.
+
+``dsolo-sk segment``
+    Segment images into any classes::
+
+        dsolo-sk segment cat.jpg street.png --classes "cat,dog,sky" --out seg
+
+    writes ``<name>_labels.png`` (a palette PNG whose pixel values are class
+    indices), ``<name>_overlay.png`` (the image, the labels in colour and a
+    legend) and, with ``--netcdf``, ``<name>_scores.nc`` (the per-class
+    score maps as an xarray DataArray; NetCDF4 through h5netcdf when h5py
+    is installed, NetCDF3 through scipy otherwise; read it back with
+    ``xarray.open_dataarray``).
+
+``dsolo-sk protocols``
+    Print the protocol of every benchmark.
+
+Run ``dsolo-sk COMMAND --help`` for the options.
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+__all__ = ["main", "build_parser"]
+
+MODES = ("velocity", "path", "kl", "raw")
+
+
+def _model_options(p):
+    g = p.add_argument_group("models")
+    g.add_argument("--mode", choices=MODES, default="velocity",
+                   help="discrepancy of the segmenter (default: velocity)")
+    g.add_argument("--model", default="ViT-B-16",
+                   help="open_clip architecture, model-config JSON or "
+                        "local-dir folder (default: ViT-B-16)")
+    g.add_argument("--pretrained", default="openai",
+                   help="open_clip weights tag or checkpoint path; 'none' "
+                        "for random weights (tests only)")
+    g.add_argument("--templates", default="imagenet",
+                   help="'imagenet' (the 80 OpenAI templates) or a text file "
+                        "with one template holding '{}' per line")
+    g.add_argument("--affinity", choices=("diffusion", "color"),
+                   default="diffusion",
+                   help="patch affinity of the path and velocity modes: "
+                        "Stable Diffusion self-attention (the paper's) or "
+                        "the model-free colour-position affinity")
+    g.add_argument("--sd-model", default=None,
+                   help="Stable Diffusion 2 weights (hub id or folder) for "
+                        "--affinity diffusion")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    g.add_argument("--dtype", default="auto",
+                   help="auto (float16 on GPU), float32, float16, bfloat16")
+
+
+def build_parser():
+    """The argument parser of ``dsolo-sk``."""
+    from .datasets import DATASETS
+
+    parser = argparse.ArgumentParser(
+        prog="dsolo-sk",
+        description="Training-free open-vocabulary semantic segmentation "
+                    "(Direct Segmentation without Logits Optimization).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser(
+        "evaluate", help="evaluate on a benchmark (resumable)",
+        description="Evaluate on a benchmark under its protocol. Results "
+                    "are written per image as they come; rerun the same "
+                    "command to resume an interrupted run.")
+    ev.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    ev.add_argument("--root", required=True,
+                    help="dataset folder, or the folder above it")
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--split", default="val")
+    ev.add_argument("--setting", choices=("paper", "peers"), default="paper",
+                    help="whole image (paper) or sliding windows (peers)")
+    ev.add_argument("--short-side", type=int, default=None,
+                    help="override the protocol's short side")
+    ev.add_argument("--limit", type=int, default=None,
+                    help="evaluate the first N images only")
+    g = ev.add_argument_group("Dask")
+    g.add_argument("--dask", action="store_true",
+                   help="run on a local Dask cluster")
+    g.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler")
+    g.add_argument("--workers", type=int, default=2,
+                   help="workers of the local cluster (default: 2)")
+    ev.add_argument("--no-progress", action="store_true")
+    _model_options(ev)
+
+    sg = sub.add_parser(
+        "segment", help="segment images into the given classes",
+        description="Segment images; writes a palette PNG label map and an "
+                    "overlay PNG per image, optionally NetCDF score maps.")
+    sg.add_argument("images", nargs="+", metavar="IMAGE")
+    cls = sg.add_mutually_exclusive_group(required=True)
+    cls.add_argument("--classes",
+                     help="comma-separated class names, e.g. 'cat,dog,sky'")
+    cls.add_argument("--classes-file",
+                     help="class file: one class per line, synonyms "
+                          "separated by ', '")
+    sg.add_argument("--out", required=True, help="output folder")
+    sg.add_argument("--short-side", type=int, default=336)
+    sg.add_argument("--netcdf", action="store_true",
+                    help="also write the score maps as NetCDF")
+    _model_options(sg)
+
+    sub.add_parser("protocols", help="print the benchmark protocols")
+    return parser
+
+
+def _templates(arg):
+    if arg == "imagenet":
+        return "imagenet"
+    if not os.path.isfile(arg):
+        raise FileNotFoundError(
+            f"--templates {arg!r} is neither 'imagenet' nor a file.")
+    with open(arg, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def build_segmenter(args, *, short_side=336):
+    """The segmenter described by the parsed model options."""
+    from .features import CLIPFeatures
+    from .segmenters import DirectSegmenter
+
+    pretrained = None if args.pretrained.lower() == "none" else \
+        args.pretrained
+    clip = CLIPFeatures(args.model, pretrained, short_side=short_side,
+                        templates=_templates(args.templates),
+                        device=args.device, dtype=args.dtype)
+    affinity = None
+    if args.mode in ("path", "velocity"):
+        if args.affinity == "color":
+            from .features import ColorPositionAffinity
+
+            affinity = ColorPositionAffinity()
+        else:
+            from .features import DiffusionAttention
+
+            kw = {} if args.sd_model is None else {"model": args.sd_model}
+            affinity = DiffusionAttention(device=args.device,
+                                          dtype=args.dtype, **kw)
+    return DirectSegmenter(mode=args.mode, extractor=clip, affinity=affinity,
+                           progress=False)
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _evaluate(args):
+    from .datasets import load_dataset
+    from .evaluation import evaluate
+    from .protocols import get_protocol
+
+    dataset = load_dataset(args.dataset, args.root, split=args.split)
+    overrides = {} if args.short_side is None else {
+        "short_side": args.short_side}
+    protocol = get_protocol(args.dataset, args.setting, **overrides)
+    segmenter = build_segmenter(args, short_side=protocol.short_side)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if args.dask or args.scheduler:
+            from .distributed import evaluate_distributed
+
+            result = evaluate_distributed(
+                segmenter, dataset, protocol=protocol, out=args.out,
+                limit=args.limit, progress=not args.no_progress,
+                address=args.scheduler, n_workers=args.workers)
+        else:
+            result = evaluate(segmenter, dataset, protocol=protocol,
+                              out=args.out, limit=args.limit,
+                              progress=not args.no_progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"{args.dataset} ({args.setting}, {len(result.ids)} images): "
+          f"mIoU {100 * result.miou:.2f}")
+    print(f"results: {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
+def _stems(paths):
+    seen, out = {}, []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        k = seen.get(stem, 0)
+        seen[stem] = k + 1
+        out.append(stem if k == 0 else f"{stem}_{k}")
+    return out
+
+
+def _palette(n):
+    from .datasets._fake import _voc_palette
+
+    pal = _voc_palette()
+    if n > 256:  # pragma: no cover - palette PNGs hold 256 colours
+        raise ValueError("a palette PNG holds at most 256 classes.")
+    return pal
+
+
+def save_label_png(path, labels, n_classes):
+    """Write a label map as a palette PNG (pixel values = class indices)."""
+    from PIL import Image
+
+    im = Image.fromarray(labels.astype("uint8"))
+    im.putpalette(_palette(n_classes).ravel().tolist())
+    im.save(path)
+
+
+def save_overlay_png(path, image, labels, class_names, *, alpha=0.5):
+    """Write the image with the labels in colour and a legend (Agg)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    pal = _palette(len(class_names)) / 255.0
+    h, w = labels.shape
+    fig = Figure(figsize=(max(w, 64) / 100 + 1.6, max(h, 64) / 100),
+                 dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, w / (w + 160), 1))
+    ax.imshow(image)
+    ax.imshow(pal[labels], alpha=alpha)
+    ax.set_axis_off()
+    present = np.unique(labels)
+    fig.legend(handles=[Patch(color=pal[k], label=class_names[k])
+                        for k in present],
+               loc="center right", fontsize="small", frameon=False)
+    fig.savefig(path, dpi=100)
+
+
+def _netcdf_engine():
+    """NetCDF4 through h5netcdf when h5py is there, else NetCDF3 (scipy)."""
+    import importlib.util
+
+    if importlib.util.find_spec("h5py") and importlib.util.find_spec(
+            "h5netcdf"):
+        return "h5netcdf"
+    return "scipy"
+
+
+def _segment(args):
+    from .datasets import load_class_names, read_image, split_synonyms
+
+    if args.classes_file:
+        classes = load_class_names(args.classes_file)
+    else:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    names = [split_synonyms(c)[0] for c in classes]
+    images = [read_image(p) for p in args.images]  # fail early, name file
+    segmenter = build_segmenter(args, short_side=args.short_side)
+    os.makedirs(args.out, exist_ok=True)
+    for path, stem, image in zip(args.images, _stems(args.images), images):
+        scores = segmenter.decision_function([image], classes=classes)[0]
+        labels = scores.values.argmax(0)
+        save_label_png(os.path.join(args.out, f"{stem}_labels.png"), labels,
+                       len(classes))
+        save_overlay_png(os.path.join(args.out, f"{stem}_overlay.png"),
+                         image, labels, names)
+        if args.netcdf:
+            da = scores.assign_coords({"class": list(classes)})
+            da.attrs.update(source=os.path.abspath(path),
+                            mode=args.mode, model=str(args.model))
+            da.to_netcdf(os.path.join(args.out, f"{stem}_scores.nc"),
+                         engine=_netcdf_engine())
+        print(f"{path}: {', '.join(names[k] for k in sorted(set(labels.ravel().tolist())))}")
+    return 0
+
+
+def _protocols(args):
+    from .protocols import PROTOCOLS
+
+    print(f"{'dataset':<12} {'setting':<7} {'short':>5} {'classes':>7} "
+          f"{'inference':<9} {'prob_thd':>8} {'reduce0':>7}")
+    for (name, setting), p in sorted(PROTOCOLS.items()):
+        thd = "-" if p.prob_threshold is None else f"{p.prob_threshold:g}"
+        inf = p.inference if p.inference == "whole" else \
+            f"slide {p.slide_crop}/{p.slide_stride}"
+        print(f"{name:<12} {setting:<7} {p.short_side:>5} {p.n_classes:>7} "
+              f"{inf:<9} {thd:>8} {str(p.reduce_zero_label):>7}")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of ``dsolo-sk``; returns the exit status.
+
+    Errors the user can fix (missing files, wrong layouts, bad values) are
+    printed as one line, ``dsolo-sk: error: ...``, with exit status 1.
+
+    Examples
+    --------
+    >>> from dsolo_sk.cli import main
+    >>> main(["protocols"])  # doctest: +ELLIPSIS
+    dataset      setting  short classes inference prob_thd reduce0
+    ade20k       paper      336     150 whole            -    True
+    ...
+    0
+    """
+    args = build_parser().parse_args(argv)
+    from .features import WeightsUnavailableError
+
+    commands = {"evaluate": _evaluate, "segment": _segment,
+                "protocols": _protocols}
+    try:
+        return commands[args.command](args)
+    except (FileNotFoundError, WeightsUnavailableError, ValueError,
+            TypeError) as exc:
+        print(f"dsolo-sk: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dsolo-sk: interrupted; rerun the same command to resume.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
