@@ -297,3 +297,44 @@ def test_killed_runs_resume_to_the_identical_matrix(tmp_path):
     assert data["confusion_matrix"] == ref.confusion_matrix.tolist()
     assert 0 < data["n_computed"] < n_images - 2
     assert data["n_images"] == n_images
+
+
+# -- end to end: the real segmenter on every layout ---------------------------
+E2E_MODE = os.environ.get("DSOLO_SK_TEST_MODE", "velocity")
+
+
+@pytest.fixture(scope="module")
+def direct_segmenter(tiny_clip_files):
+    try:
+        from dsolo_sk.features import CLIPFeatures, ColorPositionAffinity
+        from dsolo_sk.segmenters import DirectSegmenter
+    except ImportError as exc:  # the core lands separately
+        pytest.skip(f"the segmenter is not available: {exc}")
+    clip = CLIPFeatures(tiny_clip_files["config"],
+                        tiny_clip_files["checkpoint"], device="cpu",
+                        templates=["a photo of a {}."])
+    return DirectSegmenter(mode=E2E_MODE, extractor=clip,
+                           affinity=ColorPositionAffinity(), progress=False)
+
+
+@pytest.mark.parametrize("key", ["voc21", "voc20", "context60", "context59",
+                                 "coco_stuff", "coco_object", "cityscapes",
+                                 "ade20k"])
+def test_end_to_end_on_every_layout(key, direct_segmenter, tmp_path):
+    root = write_fake_dataset(key, tmp_path / "data", n_images=2,
+                              size=(20, 30))
+    ds = load_dataset(key, root)
+    for setting in ("paper", "peers"):
+        protocol = get_protocol(key, setting, short_side=32, slide_crop=16,
+                                slide_stride=8)
+        res = evaluate(direct_segmenter, ds, protocol=protocol,
+                       out=tmp_path / setting, progress=False)
+        assert res.info["geometry"] == "estimator"
+        clip = res.info["segmenter"]["params"]["extractor"]["params"]
+        assert clip["short_side"] == 32
+        assert clip["window"] == (16 if setting == "peers" else None)
+        masks = [ds[i].mask for i in range(2)]
+        assert res.confusion_matrix.sum() == sum(
+            int((m != 255).sum()) for m in masks)
+        assert res.confusion_matrix.shape == (ds.n_classes,) * 2
+        assert 0 <= res.miou <= 1
