@@ -8,4 +8,12 @@ transport path or as a Markov transport velocity, joint bilateral upsampling
 and an argmax.
 """
 
+from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
+from .segmenters import (DirectSegmenter, TransportPathSegmenter,
+                         TransportVelocitySegmenter)
+
 __version__ = "0.1.0.dev0"
+
+__all__ = ["DirectSegmenter", "TransportPathSegmenter",
+           "TransportVelocitySegmenter", "KLDiscrepancy", "TransportPath",
+           "TransportVelocity", "__version__"]

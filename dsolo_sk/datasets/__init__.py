@@ -14,6 +14,7 @@
    load_class_names
    split_synonyms
    write_fake_dataset
+   make_scenes
 
 How a dataset hands its classes to a segmenter: ``dataset.classes`` holds
 one string per class, its synonyms joined by ``", "`` exactly as on the line
@@ -31,11 +32,11 @@ from ._classnames import (CLASS_FILES, display_name, load_class_names,
                           split_synonyms)
 from ._fake import write_fake_dataset
 
-# Generated scenes (dsolo_sk/datasets/_synthetic.py, lead's module): the
-# lead adds `from ._synthetic import make_scenes` here.
+from ._synthetic import make_scenes
 
 __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
            "Context59", "Context60", "Cityscapes", "Sample",
            "SegmentationDataset", "load_dataset", "read_image",
            "read_label_map", "CLASS_FILES", "display_name",
-           "load_class_names", "split_synonyms", "write_fake_dataset"]
+           "load_class_names", "split_synonyms", "write_fake_dataset",
+           "make_scenes"]

@@ -7,8 +7,9 @@
 """
 
 from ._contract import check_features, from_arrays
+from .affinity import ColorPositionAffinity
 
-__all__ = ["from_arrays", "check_features"]
+__all__ = ["from_arrays", "check_features", "ColorPositionAffinity"]
 from ._cache import WeightsUnavailableError, clear_model_cache
 from .clip import CLIPFeatures
 

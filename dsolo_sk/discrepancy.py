@@ -1,0 +1,433 @@
+"""Discrepancies between class distributions and the uniform distribution.
+
+One small interface: ``compute(q, affinity, mass=None)`` takes the class
+distributions ``q`` (N x P, each row a distribution over the P patches), an
+affinity between patches (P x P, or ``None`` where unused) and optionally
+the mass of each class (N,; by default every class has mass one), and
+returns scores (N x P); a higher score means the patch looks more like the
+class. The class measure is ``m_c q_c``, and its ratio to the uniform
+distribution over patches is ``f_c = P m_c q_c``. All classes are processed
+at once.
+
+The degenerate distribution is the uniform ``s = 1/P`` over patches: it is
+the stationary distribution of every doubly stochastic Markov chain, and
+the one distribution known at inference time without ground truth.
+"""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+from ot.backend import get_backend
+from sklearn.base import BaseEstimator
+
+from ._validation import check_option, check_scalar
+from .transport import (doubly_stochastic_scaling, lse_matmul, markov_step,
+                        repair_affinity, sinkhorn_log_batched)
+
+__all__ = ["KLDiscrepancy", "TransportPath", "TransportVelocity"]
+
+
+def _check_distributions(q):
+    if sp.issparse(q):
+        raise TypeError("q must be a dense array of class distributions.")
+    if not hasattr(q, "shape"):
+        q = np.asarray(q, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] < 1 or q.shape[1] < 1:
+        raise ValueError(
+            f"q must have shape (n_classes, n_patches), got {q.shape}."
+        )
+    nx = get_backend(q)
+    if bool(nx.any(~nx.isfinite(q))):
+        raise ValueError("q holds NaN or infinite values.")
+    if bool(nx.any(q < 0)):
+        raise ValueError("q must be non-negative.")
+    sums = nx.to_numpy(nx.sum(q, 1))
+    if not np.allclose(sums, 1.0, atol=1e-4):
+        bad = np.flatnonzero(~np.isclose(sums, 1.0, atol=1e-4))[:5].tolist()
+        raise ValueError(
+            f"each row of q must sum to one; rows {bad} do not (sums "
+            f"{sums[bad].round(6).tolist()}). Normalise with "
+            "dsolo_sk.normalization.normalize_logits and drop empty classes."
+        )
+    return q
+
+
+def _check_mass(mass, q):
+    """Class masses as an array of q's backend; ones when `mass` is None."""
+    nx = get_backend(q)
+    if mass is None:
+        return nx.ones((q.shape[0],), type_as=q)
+    mass = np.asarray(nx.to_numpy(mass) if hasattr(mass, "detach")
+                      else mass, dtype=np.float64)
+    if mass.shape != (q.shape[0],):
+        raise ValueError(
+            f"mass must have shape ({q.shape[0]},), one per class, got "
+            f"{mass.shape}."
+        )
+    if not np.all(np.isfinite(mass)) or (mass <= 0).any():
+        raise ValueError(
+            "mass must be finite and positive; drop classes without mass."
+        )
+    return nx.from_numpy(mass, type_as=q)
+
+
+def _check_affinity(affinity, n_patches, who):
+    if affinity is None:
+        raise ValueError(
+            f"{who} needs an affinity between patches of shape "
+            f"({n_patches}, {n_patches}); pass one (for example from "
+            "dsolo_sk.features.ColorPositionAffinity)."
+        )
+    if affinity.ndim != 2 or affinity.shape != (n_patches, n_patches):
+        raise ValueError(
+            f"affinity must have shape ({n_patches}, {n_patches}) to match "
+            f"q's {n_patches} patches, got {affinity.shape}."
+        )
+    data = affinity.data if sp.issparse(affinity) else affinity
+    nx = get_backend(data)
+    if bool(nx.any(~nx.isfinite(data))):
+        raise ValueError("affinity holds NaN or infinite values.")
+    if bool(nx.any(data < 0)):
+        raise ValueError("affinity must be non-negative.")
+    return affinity
+
+
+class KLDiscrepancy(BaseEstimator):
+    """Pointwise Kullback-Leibler term between ``q_c`` and the uniform ``s``.
+
+    With the class measure :math:`\\mu_c = m_c q_c` and ``s_i = 1/P``:
+
+    - ``direction="forward"``: :math:`\\mu_{ci} \\log(\\mu_{ci} / s_i)`, the
+      term of :math:`\\mathrm{KL}(\\mu_c \\| s)` at patch ``i``
+      (:math:`0 \\log 0 = 0`).
+    - ``direction="reverse"``: :math:`s_i \\log(\\mu_{ci} / s_i)`, minus the
+      term of :math:`\\mathrm{KL}(s \\| \\mu_c)`. That term decreases with
+      :math:`\\mu_{ci}`, so its negative is used to keep "higher is more
+      class-like"; zero mass is floored at ``1e-30``.
+
+    Parameters
+    ----------
+    direction : {"forward", "reverse"}, default="forward"
+        Which divergence's pointwise term.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.discrepancy import KLDiscrepancy
+    >>> q = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
+    >>> KLDiscrepancy().compute(q).round(3)
+    array([[0.347, 0.347, 0.   , 0.   ],
+           [0.   , 0.   , 0.347, 0.347]])
+    """
+
+    def __init__(self, direction="forward"):
+        self.direction = direction
+
+    def _validate_params(self):
+        check_option(self.direction, "direction", ("forward", "reverse"))
+
+    def compute(self, q, affinity=None, mass=None):
+        """Scores of shape (N, P); `affinity` is ignored.
+
+        Parameters
+        ----------
+        q : array of shape (N, P)
+            Rows are distributions over patches.
+        affinity : ignored
+        mass : array of shape (N,), optional
+            Class masses; default one per class.
+
+        Returns
+        -------
+        scores : array of shape (N, P)
+        """
+        self._validate_params()
+        q = _check_distributions(q)
+        nx = get_backend(q)
+        p = q.shape[1]
+        mu = q * _check_mass(mass, q)[:, None]
+        ratio = nx.maximum(mu * p, 1e-30 + 0 * q)
+        if self.direction == "forward":
+            return nx.where(mu > 0, mu * nx.log(ratio), 0 * q)
+        return nx.log(ratio) / p
+
+
+def cost_from_affinity(affinity, kind="neglog"):
+    """Transport cost between patches built from an affinity.
+
+    The affinity is repaired (:func:`dsolo_sk.transport.repair_affinity`)
+    and row-normalised, :math:`\\hat A_{ij} = A_{ij} / \\sum_k A_{ik}`.
+
+    - ``"neglog"``: :math:`C_{ij} = -\\log \\max(\\hat A_{ij}, 10^{-12})`,
+      so the Gibbs kernel is :math:`K = \\hat A^{1/\\varepsilon}`.
+    - ``"linear"``: :math:`C_{ij} = 1 - \\hat A_{ij} / \\max_k \\hat A_{ik}`,
+      in [0, 1].
+
+    Parameters
+    ----------
+    affinity : array of shape (P, P)
+        Dense or :mod:`scipy.sparse` (densified) non-negative affinity.
+    kind : {"neglog", "linear"}, default="neglog"
+
+    Returns
+    -------
+    cost : array of shape (P, P)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.discrepancy import cost_from_affinity
+    >>> cost_from_affinity(np.array([[3., 1.], [1., 1.]]), "linear")
+    array([[0.        , 0.66666667],
+           [0.        , 0.        ]])
+    """
+    check_option(kind, "cost", ("neglog", "linear"))
+    if sp.issparse(affinity):
+        affinity = affinity.toarray()
+    affinity = repair_affinity(affinity)
+    nx = get_backend(affinity)
+    a = affinity / nx.sum(affinity, 1)[:, None]
+    if kind == "neglog":
+        return -nx.log(nx.maximum(a, 1e-12 + 0 * a))
+    return 1.0 - a / nx.max(a, 1)[:, None]
+
+
+class TransportPath(BaseEstimator):
+    """Discrepancy read from the entropic optimal transport path to uniform.
+
+    For every class, the entropic optimal transport from ``q_c`` to the
+    uniform ``s`` over a cost ``C`` built from the affinity
+    (:func:`cost_from_affinity`) is solved by log-domain Sinkhorn
+    (:func:`dsolo_sk.transport.sinkhorn_log_batched`, all classes at once):
+
+    .. math::
+
+        \\pi_c^* = \\arg\\min_{\\pi \\in \\Pi(q_c, s)}
+        \\sum_{ij} C_{ij} \\pi_{ij}
+        - \\varepsilon \\sum_{ij} \\pi_{ij} (\\ln \\pi_{ij} - 1)
+        = \\mathrm{diag}(\\mu_c) K \\mathrm{diag}(\\nu_c),
+        \\quad K = e^{-C/\\varepsilon}.
+
+    The per-patch score (parameter `score`) reads the plan:
+
+    - ``"potential"``: the centred dual potential of the uniform side,
+      plus the entropic prior of the class's mass,
+      :math:`-(g_{cj} - \\frac1P \\sum_k g_{ck}) + \\varepsilon \\log m_c`
+      with :math:`g_{cj} = \\varepsilon \\log \\nu_{cj}`. A patch is cheap
+      to reach from the class's mass when it belongs to the class; the
+      prior is the shift of the potential when the source marginal is the
+      class measure :math:`m_c q_c` rather than :math:`q_c` (it vanishes
+      when all masses are equal).
+    - ``"transport"``: the class map carried along the plan,
+      :math:`P \\sum_i \\pi^*_c(i, j) f_c(i)` with
+      :math:`f_c = P m_c q_c`.
+    - ``"cost"``: minus the mean cost of the mass arriving at ``j``,
+      :math:`-\\sum_i \\pi^*_c(i,j) C_{ij} / \\sum_i \\pi^*_c(i,j)`.
+
+    Parameters
+    ----------
+    epsilon : float, default=0.1
+        Entropic regularisation.
+    n_iter : int, default=50
+        Sinkhorn iterations.
+    cost : {"linear", "neglog"}, default="linear"
+        How the cost is built from the affinity.
+    score : {"potential", "transport", "cost"}, default="potential"
+        How the per-patch score is read from the plan.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.discrepancy import TransportPath
+    >>> A = np.kron(np.eye(2), np.ones((2, 2))) + 0.01   # two regions
+    >>> q = np.array([[0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 0.2, 0.8]])
+    >>> TransportPath().compute(q, A).argmax(0)
+    array([0, 0, 1, 1])
+    """
+
+    def __init__(self, epsilon=0.1, n_iter=50, cost="linear",
+                 score="potential"):
+        self.epsilon = epsilon
+        self.n_iter = n_iter
+        self.cost = cost
+        self.score = score
+
+    def _validate_params(self):
+        check_scalar(self.epsilon, "epsilon", min_val=0, include_min=False)
+        check_scalar(self.n_iter, "n_iter", target_type=numbers.Integral,
+                     min_val=1)
+        check_option(self.cost, "cost", ("neglog", "linear"))
+        check_option(self.score, "score", ("potential", "transport", "cost"))
+
+    def compute(self, q, affinity, mass=None):
+        """Scores of shape (N, P).
+
+        Parameters
+        ----------
+        q : array of shape (N, P)
+            Rows are distributions over patches (numpy or torch).
+        affinity : array of shape (P, P)
+            Non-negative affinity (same backend as `q`; scipy.sparse is
+            densified).
+        mass : array of shape (N,), optional
+            Class masses; default one per class.
+
+        Returns
+        -------
+        scores : array of shape (N, P)
+        """
+        self._validate_params()
+        q = _check_distributions(q)
+        mass = _check_mass(mass, q)
+        affinity = _check_affinity(affinity, q.shape[1], "TransportPath")
+        nx = get_backend(q)
+        cost = cost_from_affinity(affinity, self.cost)
+        if sp.issparse(affinity) or type(cost) is not type(q):
+            cost = nx.from_numpy(np.asarray(cost), type_as=q)
+        cost = cost + 0 * q[:1, :1]  # dtype of q
+        p = q.shape[1]
+        b = nx.full((p,), 1.0 / p, type_as=q)
+        log_u, log_v = sinkhorn_log_batched(q, b, cost, self.epsilon,
+                                            self.n_iter)
+        if self.score == "potential":
+            g = self.epsilon * log_v
+            return (-(g - nx.mean(g, 1)[:, None])
+                    + self.epsilon * nx.log(mass)[:, None])
+        log_k = -cost / self.epsilon
+        if self.score == "transport":
+            with np.errstate(divide="ignore"):
+                log_f = nx.log(q * p * mass[:, None])
+            log_t = lse_matmul(log_u + log_f, log_k) + log_v
+            return p * nx.exp(log_t)
+        log_s = lse_matmul(log_u, log_k)
+        log_e = lse_matmul(log_u, log_k + nx.log(cost + 1e-30))
+        return -nx.exp(log_e - log_s)
+
+
+class TransportVelocity(BaseEstimator):
+    """Discrepancy read from the speed of a Markov chain towards uniform.
+
+    The affinity becomes a doubly stochastic transition matrix
+    :math:`T = \\mathrm{diag}(r) A \\mathrm{diag}(c)` by iterative
+    proportional fitting (:func:`dsolo_sk.transport.doubly_stochastic_scaling`),
+    whose stationary distribution is uniform. Each class map, on the scale
+    of the ratio of the class measure to the uniform distribution,
+    :math:`f_c^{(0)} = P m_c q_c`, evolves as
+
+    .. math::
+
+        f_c^{(l)} = f_c^{(0)} T^l \\longrightarrow m_c \\mathbf 1.
+
+    The convergence step of patch ``i`` is the first ``l`` at which
+    :math:`|f_{ci}^{(l)} - f_{ci}^{(l-1)}| \\le \\tau` (``max_steps`` if
+    none), and its velocity is :math:`v_{ci} = 1/l^*_{ci}`: slow
+    convergence means a large discrepancy. The per-patch score (parameter
+    `score`):
+
+    - ``"state"``: the patch's own state at its convergence step,
+      :math:`f_{ci}^{(l^*_{ci})}`.
+    - ``"weighted"``: the velocity-weighted initial ratio,
+      :math:`v_{ci} f_{ci}^{(0)}`.
+    - ``"accumulated"``: the accumulated deviation from the stationary
+      state, :math:`\\sum_{l=0}^{l^*_{ci}} (f_{ci}^{(l)} - m_c)`.
+    - ``"steps"``: the plain baseline, :math:`f_{ci}^{(n)}` after a fixed
+      number ``n = n_steps`` of steps for every patch alike.
+
+    Each step is one product of the (N, P) state with the affinity, so a
+    :mod:`scipy.sparse` affinity with k entries per row costs O(k P).
+
+    Parameters
+    ----------
+    tau : float, default=0.3
+        Convergence threshold on the ratio scale.
+    n_iter : int, default=15
+        Iterations of the proportional fitting.
+    max_steps : int, default=100
+        Cap on the number of Markov steps.
+    score : {"state", "weighted", "accumulated", "steps"}, default="state"
+        How the per-patch score is read from the chain.
+    n_steps : int, default=5
+        Steps of the ``"steps"`` baseline.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.discrepancy import TransportVelocity
+    >>> A = np.kron(np.eye(2), np.ones((2, 2))) + 0.01   # two regions
+    >>> q = np.array([[0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 0.2, 0.8]])
+    >>> TransportVelocity().compute(q, A).argmax(0)
+    array([0, 0, 1, 1])
+    """
+
+    def __init__(self, tau=0.3, n_iter=15, max_steps=100, score="state",
+                 n_steps=5):
+        self.tau = tau
+        self.n_iter = n_iter
+        self.max_steps = max_steps
+        self.score = score
+        self.n_steps = n_steps
+
+    def _validate_params(self):
+        check_scalar(self.tau, "tau", min_val=0, include_min=False)
+        for name in ("n_iter", "max_steps", "n_steps"):
+            check_scalar(getattr(self, name), name,
+                         target_type=numbers.Integral, min_val=1)
+        check_option(self.score, "score",
+                     ("state", "weighted", "accumulated", "steps"))
+
+    def compute(self, q, affinity, mass=None):
+        """Scores of shape (N, P).
+
+        Parameters
+        ----------
+        q : array of shape (N, P)
+            Rows are distributions over patches (numpy or torch).
+        affinity : array or scipy.sparse matrix of shape (P, P)
+            Non-negative affinity; sparse needs numpy `q`.
+        mass : array of shape (N,), optional
+            Class masses; default one per class.
+
+        Returns
+        -------
+        scores : array of shape (N, P)
+        """
+        self._validate_params()
+        q = _check_distributions(q)
+        mass = _check_mass(mass, q)
+        affinity = _check_affinity(affinity, q.shape[1], "TransportVelocity")
+        nx = get_backend(q)
+        if sp.issparse(affinity):
+            if nx.__name__ != "numpy":
+                raise TypeError("a scipy.sparse affinity needs numpy q.")
+            affinity = affinity.astype(q.dtype)
+        else:
+            affinity = affinity + 0 * q[:1, :1]  # dtype of q
+        affinity = repair_affinity(affinity)
+        r, c = doubly_stochastic_scaling(affinity, self.n_iter)
+        f0 = q * (q.shape[1] * mass)[:, None]
+        f = f0
+        if self.score == "steps":
+            for _ in range(self.n_steps):
+                f = markov_step(f, affinity, r, c)
+            return f
+        state = f0
+        steps = nx.full(f0.shape, float(self.max_steps), type_as=f0)
+        acc = f0 - mass[:, None]
+        done = f0 < -1.0  # all False, in the backend's type
+        for step in range(1, self.max_steps + 1):
+            nxt = markov_step(f, affinity, r, c)
+            newly = (~done) & (nx.abs(nxt - f) <= self.tau)
+            acc = nx.where(done, acc, acc + (nxt - mass[:, None]))
+            state = nx.where(newly, nxt, state)
+            steps = nx.where(newly, step + 0 * steps, steps)
+            done = done | newly
+            f = nxt
+            if not bool(nx.any(~done)):
+                break
+        state = nx.where(done, state, f)
+        if self.score == "state":
+            return state
+        if self.score == "weighted":
+            return f0 / steps
+        return acc

@@ -1,0 +1,215 @@
+"""Upsampling of per-class score maps from the patch grid to the image.
+
+Joint bilateral upsampling (Kopf, Cohen, Lischinski and Uyttendaele,
+"Joint Bilateral Upsampling", SIGGRAPH 2007) weighs the low-resolution
+neighbours of every output pixel by their distance on the grid and by the
+colour difference between the output pixel and the neighbour in the
+guidance image, so that score edges snap to image edges.
+"""
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from ._validation import check_option, check_scalar
+
+__all__ = ["jbu_operator", "joint_bilateral_upsample", "upsample_scores",
+           "UPSAMPLINGS"]
+
+UPSAMPLINGS = ("jbu", "bilinear", "nearest")
+
+
+def _centres(n_out, n_in, dtype):
+    """Position of each output pixel's centre in input-grid coordinates."""
+    return ((np.arange(n_out, dtype=dtype) + dtype(0.5))
+            * dtype(n_in / n_out) - dtype(0.5))
+
+
+def _as_tensor(scores):
+    if isinstance(scores, torch.Tensor):
+        return scores, True
+    scores = np.asarray(scores)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(scores)), False
+
+
+def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
+                 radius=None, dtype=np.float32):
+    """The joint bilateral upsampling as a sparse linear operator.
+
+    Returns the matrix ``U`` of shape (H * W, h * w) such that the
+    upsampled maps are ``scores.reshape(N, h * w) @ U.T`` (see
+    :func:`joint_bilateral_upsample` for the weights). Each row holds the
+    normalised weights of one output pixel, at most ``(2 * radius) ** 2``
+    of them, so applying ``U`` costs O(N H W radius^2) and the weights are
+    computed once for all classes.
+
+    Parameters
+    ----------
+    grid_shape : tuple of int
+        ``(h, w)``, the patch grid.
+    guide : ndarray of shape (H, W, 3), uint8
+        The image.
+    sigma_spatial, sigma_range, radius
+        As in :func:`joint_bilateral_upsample`.
+    dtype : numpy dtype, default=np.float32
+
+    Returns
+    -------
+    U : scipy.sparse.csr_array of shape (H * W, h * w)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.upsample import jbu_operator
+    >>> U = jbu_operator((2, 2), np.zeros((4, 4, 3), np.uint8))
+    >>> U.shape, bool(np.allclose(U.sum(1), 1))
+    ((16, 4), True)
+    """
+    check_scalar(sigma_spatial, "sigma_spatial", min_val=0, include_min=False)
+    check_scalar(sigma_range, "sigma_range", min_val=0, include_min=False)
+    if radius is None:
+        radius = max(1, math.ceil(2 * sigma_spatial))
+    h, w = (int(v) for v in grid_shape)
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    # torch for the weights: its element-wise kernels use every core
+    img = torch.as_tensor(np.asarray(guide)).to(tdt) / 255.0  # (H, W, 3)
+    H, W = img.shape[:2]
+    # the guide averaged over each grid cell (adaptive average pooling)
+    low = F.adaptive_avg_pool2d(img.permute(2, 0, 1)[None], (h, w))[0]
+    low = low.permute(1, 2, 0)  # (h, w, 3)
+    cy = torch.from_numpy(_centres(H, h, dtype))
+    cx = torch.from_numpy(_centres(W, w, dtype))
+    by, bx = torch.floor(cy).long(), torch.floor(cx).long()
+    inv_s = -0.5 / sigma_spatial ** 2
+    inv_r = -0.5 / sigma_range ** 2
+    weights, index = [], []
+    for dy in range(-radius + 1, radius + 1):
+        qy = by + dy
+        vy = (qy >= 0) & (qy < h)
+        qy = qy.clamp(0, h - 1)
+        wy = torch.exp(inv_s * (qy - cy) ** 2) * vy
+        low_y = low.index_select(0, qy)  # (H, w, 3)
+        for dx in range(-radius + 1, radius + 1):
+            qx = bx + dx
+            vx = (qx >= 0) & (qx < w)
+            qx = qx.clamp(0, w - 1)
+            wx = torch.exp(inv_s * (qx - cx) ** 2) * vx
+            diff = low_y.index_select(1, qx) - img
+            wr = torch.exp(inv_r * (diff * diff).sum(-1))
+            weights.append(wy[:, None] * wx[None, :] * wr)
+            index.append(qy[:, None] * w + qx[None, :])
+    weights = torch.stack(weights, -1).reshape(H * W, -1)
+    index = torch.stack(index, -1).reshape(H * W, -1)
+    weights /= weights.sum(1, keepdim=True).clamp_min(torch.finfo(tdt).tiny)
+    k = weights.shape[1]
+    return sp.csr_array((weights.numpy().ravel(), index.numpy().ravel(),
+                         np.arange(0, H * W * k + 1, k)), shape=(H * W, h * w))
+
+
+def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
+                             sigma_range=0.1, radius=None):
+    """Joint bilateral upsampling of score maps guided by an RGB image.
+
+    For an output pixel ``p`` at grid position :math:`p_\\downarrow` and
+    colour :math:`I_p`:
+
+    .. math::
+
+        \\tilde S_c(p) = \\frac{1}{k_p} \\sum_{q \\in \\Omega(p)}
+        S_c(q)\\, \\exp\\Big(-\\frac{\\|q - p_\\downarrow\\|^2}
+        {2\\sigma_s^2}\\Big)\\, \\exp\\Big(-\\frac{\\|I_p -
+        I_\\downarrow(q)\\|^2}{2\\sigma_r^2}\\Big),
+
+    where :math:`\\Omega(p)` holds the ``(2 r)^2`` grid cells nearest to
+    :math:`p_\\downarrow` (``r`` = `radius`), :math:`I_\\downarrow` is the
+    guide averaged over each grid cell, colours lie in [0, 1], and
+    :math:`k_p` is the sum of the weights. The weights are shared by all
+    classes: they form a sparse matrix (:func:`jbu_operator`) applied to
+    all maps in one product.
+
+    Parameters
+    ----------
+    scores : array of shape (N, h, w)
+        Score maps on the grid (numpy or torch).
+    guide : ndarray of shape (H, W, 3), uint8
+        The image; the output has its height and width.
+    sigma_spatial : float, default=1.0
+        Spatial standard deviation, in grid cells.
+    sigma_range : float, default=0.1
+        Colour standard deviation, on colours scaled to [0, 1].
+    radius : int, optional
+        Half-width of the neighbourhood in grid cells; default
+        ``max(1, ceil(2 * sigma_spatial))``.
+
+    Returns
+    -------
+    upsampled : array of shape (N, H, W)
+        Same type (numpy or torch) as `scores`, float32 or float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.upsample import joint_bilateral_upsample
+    >>> guide = np.zeros((8, 8, 3), np.uint8); guide[:, 4:] = 255
+    >>> s = np.array([[[0., 1.], [0., 1.]]])
+    >>> out = joint_bilateral_upsample(s, guide, sigma_range=0.05)
+    >>> out.shape, bool(out[0, :, :4].max() < 0.01), bool(out[0, :, 4:].min() > 0.99)
+    ((1, 8, 8), True, True)
+    """
+    is_torch = isinstance(scores, torch.Tensor)
+    arr = scores.detach().cpu().numpy() if is_torch else np.asarray(scores)
+    dtype = np.float64 if arr.dtype == np.float64 else np.float32
+    arr = arr.astype(dtype, copy=False)
+    n, h, w = arr.shape
+    guide = np.asarray(guide)
+    U = jbu_operator((h, w), guide, sigma_spatial, sigma_range, radius, dtype)
+    out = np.asarray(arr.reshape(n, h * w) @ U.T).reshape(
+        n, *guide.shape[:2])
+    return torch.from_numpy(out).to(scores.device) if is_torch else out
+
+
+def upsample_scores(scores, guide, method="jbu", sigma_spatial=1.0,
+                    sigma_range=0.1):
+    """Upsample score maps to the guide image's size.
+
+    Parameters
+    ----------
+    scores : array of shape (N, h, w)
+        Score maps on the patch grid.
+    guide : ndarray of shape (H, W, 3), uint8
+        The image.
+    method : {"jbu", "bilinear", "nearest"}, default="jbu"
+        Joint bilateral (:func:`joint_bilateral_upsample`), bilinear
+        (``align_corners=False``) or nearest-neighbour interpolation.
+    sigma_spatial, sigma_range : float
+        Parameters of the joint bilateral upsampling.
+
+    Returns
+    -------
+    upsampled : array of shape (N, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.upsample import upsample_scores
+    >>> s = np.arange(4, dtype=np.float32).reshape(1, 2, 2)
+    >>> upsample_scores(s, np.zeros((4, 4, 3), np.uint8), "nearest")[0]
+    array([[0., 0., 1., 1.],
+           [0., 0., 1., 1.],
+           [2., 2., 3., 3.],
+           [2., 2., 3., 3.]], dtype=float32)
+    """
+    check_option(method, "upsample", UPSAMPLINGS)
+    if method == "jbu":
+        return joint_bilateral_upsample(scores, guide, sigma_spatial,
+                                        sigma_range)
+    s, is_torch = _as_tensor(scores)
+    size = tuple(np.asarray(guide).shape[:2])
+    kw = {"align_corners": False} if method == "bilinear" else {}
+    out = F.interpolate(s[None], size=size, mode=method, **kw)[0]
+    return out if is_torch else out.numpy()
