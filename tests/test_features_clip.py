@@ -14,6 +14,7 @@ from dsolo_sk.features import _cache
 from dsolo_sk.features.clip import (
     _resized_shape,
     dense_tokens,
+    encode_text,
     interpolate_pos_embed,
     split_synonyms,
 )
@@ -69,6 +70,17 @@ def test_class_token_matches_encode_image(tiny_clip):
         ref = model.encode_image(x)
     assert tokens.shape == (2, 1 + 16, 16)
     torch.testing.assert_close(tokens[:, 0], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_truncated_text_encoding_is_exact(tiny_clip):
+    model = _bundle(tiny_clip).model
+    tokens = _bundle(tiny_clip).tokenizer(
+        ["a", "a photo of a very small dog on a sofa.", "sky"])
+    assert tokens.shape == (3, 77)
+    with torch.inference_mode():
+        torch.testing.assert_close(encode_text(model, tokens),
+                                   model.encode_text(tokens),
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_pos_embed_interpolation():

@@ -197,6 +197,7 @@ def test_bad_grid(sd, photos):
         sd.compute_affinity(photos[0], (0, 4))
 
 
+@pytest.mark.filterwarnings("ignore:The .local_dir_use_symlinks. argument")
 def test_weights_unavailable_names_them(monkeypatch):
     import huggingface_hub.constants as hf_constants
 

@@ -521,12 +521,25 @@ class DiffusionAttention(BaseEstimator):
             For each entry of `up_blocks`: the latent grid (rows, cols) and
             the (P, P) float32 map on it, rows summing to one.
         """
+        return self._attention_maps(self._load(), to_rgb_uint8(image))
+
+    def _attention_maps(self, bundle, image):
+        blocks = self._block_indices(bundle)
+        return self._unet_maps(bundle, self._encode(bundle, image), blocks)
+
+    def _encode(self, bundle, image):
+        """Noise-free latent: VAE posterior mean times the scaling factor."""
         import torch
 
-        image = to_rgb_uint8(image)
-        bundle = self._load()
-        blocks = self._block_indices(bundle)
         x = self._prepare(bundle, image)
+        with torch.inference_mode():
+            latent = bundle.vae.encode(x).latent_dist.mean
+        return latent * bundle.scaling_factor
+
+    def _unet_maps(self, bundle, latent, blocks):
+        """One UNet step on `latent`, capturing the attn1 maps of `blocks`."""
+        import torch
+
         unet = bundle.unet
         store, saved, hooks = {}, {}, []
         try:
@@ -542,8 +555,6 @@ class DiffusionAttention(BaseEstimator):
 
                 hooks.append(last.register_forward_hook(stop))
             with torch.inference_mode():
-                latent = bundle.vae.encode(x).latent_dist.mean
-                latent = latent * bundle.scaling_factor
                 try:
                     unet(latent, self.timestep,
                          encoder_hidden_states=bundle.empty_prompt)
@@ -590,8 +601,12 @@ class DiffusionAttention(BaseEstimator):
             ) from None
         if rows < 1 or cols < 1:
             raise ValueError(f"grid_shape must be positive, got {grid_shape!r}.")
-        maps = self.attention_maps(image)
+        return self._affinity(self.attention_maps(image), (rows, cols))
+
+    @staticmethod
+    def _affinity(maps, grid):
+        """Hierarchical average of the block maps, resampled to `grid`."""
         fine = max((g for g, _ in maps), key=lambda g: g[0] * g[1])
         combined = sum(resample_attention(a, g, fine) for g, a in maps) / len(maps)
-        out = resample_attention(combined, fine, (rows, cols))
+        out = resample_attention(combined, fine, grid)
         return out.float().cpu().numpy()
