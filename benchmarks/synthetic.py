@@ -76,6 +76,11 @@ UPSAMPLING = [
     ("jbu sigma_s 0.5, sigma_r 0.1", dict(sigma_spatial=0.5)),
     ("jbu sigma_s 1, sigma_r 0.05", dict(sigma_range=0.05)),
     ("jbu sigma_s 1, sigma_r 0.2", dict(sigma_range=0.2)),
+    ("jbu tent sigma_s 1, sigma_r 0.1", dict(jbu_kernel="tent")),
+    ("jbu tent sigma_s 1, sigma_r 0.05", dict(jbu_kernel="tent",
+                                              sigma_range=0.05)),
+    ("jbu tent sigma_s 2, sigma_r 0.1", dict(jbu_kernel="tent",
+                                             sigma_spatial=2.0)),
 ]
 
 
@@ -167,8 +172,9 @@ def main(argv=None):
         table("velocity: tau", TAUS, bench, {"mode": "velocity"}, rows)
         table("kl + nms + jbu: direction and scope", KL_READINGS, bench,
               {"mode": "kl"}, rows)
-        table("upsampling -- velocity", UPSAMPLING, bench,
-              {"mode": "velocity"}, rows)
+        for mode in ("velocity", "path", "kl"):
+            table(f"upsampling -- {mode}", UPSAMPLING, bench,
+                  {"mode": mode}, rows)
 
     print("\nTime per image and stage (s, mean over scenes)")
     print("----------------------------------------------")

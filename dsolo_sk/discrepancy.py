@@ -22,8 +22,9 @@ from ot.backend import get_backend
 from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
-from .transport import (doubly_stochastic_scaling, lse_matmul, markov_step,
-                        repair_affinity, sinkhorn_log_batched)
+from .transport import (ShiftedKernel, doubly_stochastic_scaling,
+                        lse_matmul, markov_step, repair_affinity,
+                        sinkhorn_log_batched)
 
 __all__ = ["KLDiscrepancy", "TransportPath", "TransportVelocity"]
 
@@ -294,14 +295,14 @@ class TransportPath(BaseEstimator):
             g = self.epsilon * log_v
             return (-(g - nx.mean(g, 1)[:, None])
                     + self.epsilon * nx.log(mass)[:, None])
-        log_k = -cost / self.epsilon
+        log_k = ShiftedKernel(-cost / self.epsilon)
         if self.score == "transport":
             with np.errstate(divide="ignore"):
                 log_f = nx.log(q * p * mass[:, None])
             log_t = lse_matmul(log_u + log_f, log_k) + log_v
             return p * nx.exp(log_t)
         log_s = lse_matmul(log_u, log_k)
-        log_e = lse_matmul(log_u, log_k + nx.log(cost + 1e-30))
+        log_e = lse_matmul(log_u, log_k.log_k + nx.log(cost + 1e-30))
         return -nx.exp(log_e - log_s)
 
 

@@ -28,7 +28,7 @@ from .metrics import mean_iou
 from .normalization import (NMS_FILLS, NORMALIZATIONS, NORMALIZE_OVER,
                             normalize_logits, suppress_non_maximum)
 from .transport import sparsify_topk
-from .upsample import UPSAMPLINGS, upsample_scores
+from .upsample import JBU_KERNELS, UPSAMPLINGS, upsample_scores
 
 __all__ = ["DirectSegmenter", "TransportPathSegmenter",
            "TransportVelocitySegmenter"]
@@ -116,6 +116,9 @@ default="state"
     sigma_range : float, default=0.1
         Colour bandwidth of the joint bilateral upsampling (colours in
         [0, 1]).
+    jbu_kernel : {"gaussian", "tent"}, default="gaussian"
+        Spatial kernel of the joint bilateral upsampling (see
+        :func:`~dsolo_sk.upsample.joint_bilateral_upsample`).
     device : str, optional
         Device of the extractors' models (for example ``"cuda"``); default:
         the extractors' own.
@@ -153,7 +156,7 @@ default="state"
                  kl_direction="reverse", path_cost="linear",
                  path_score="potential", velocity_score="state",
                  markov_steps=5, affinity_topk=None, upsample="jbu",
-                 sigma_spatial=1.0, sigma_range=0.1, device=None,
+                 sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="gaussian", device=None,
                  dtype=None, progress=None):
         self.mode = mode
         self.classes = classes
@@ -178,6 +181,7 @@ default="state"
         self.upsample = upsample
         self.sigma_spatial = sigma_spatial
         self.sigma_range = sigma_range
+        self.jbu_kernel = jbu_kernel
         self.device = device
         self.dtype = dtype
         self.progress = progress
@@ -195,6 +199,8 @@ default="state"
     def _validate_params(self):
         check_option(self._mode, "mode", MODES)
         check_option(self._get("upsample", "jbu"), "upsample", UPSAMPLINGS)
+        check_option(self._get("jbu_kernel", "gaussian"), "jbu_kernel",
+                     JBU_KERNELS)
         check_option(self._get("nms_fill", "zero"), "nms_fill", NMS_FILLS)
         check_option(self._get("normalization", "l1"), "normalization",
                      NORMALIZATIONS)
@@ -211,9 +217,24 @@ default="state"
         if topk is not None:
             check_scalar(topk, "affinity_topk", target_type=numbers.Integral,
                          min_val=1)
-        disc = self._discrepancy()
-        if disc is not None:
-            disc._validate_params()
+        # every parameter is checked, whether the mode reads it or not
+        for name in ("tau", "epsilon"):
+            if hasattr(self, name):
+                check_scalar(getattr(self, name), name, min_val=0,
+                             include_min=False)
+        for name in ("sinkhorn_iter", "ipf_iter", "max_steps",
+                     "markov_steps"):
+            if hasattr(self, name):
+                check_scalar(getattr(self, name), name,
+                             target_type=numbers.Integral, min_val=1)
+        for name, options in (("kl_direction", ("reverse", "forward")),
+                              ("path_cost", ("linear", "neglog")),
+                              ("path_score", ("potential", "transport",
+                                              "cost")),
+                              ("velocity_score", ("state", "weighted",
+                                                  "accumulated", "steps"))):
+            if hasattr(self, name):
+                check_option(getattr(self, name), name, options)
         if self.progress not in (None, True, False):
             raise TypeError(
                 f"progress must be True, False or None, got {self.progress!r}."
@@ -369,7 +390,8 @@ default="state"
         return upsample_scores(patch, ds["image"].values,
                                self._get("upsample", "jbu"),
                                self._get("sigma_spatial", 1.0),
-                               self._get("sigma_range", 0.1))
+                               self._get("sigma_range", 0.1),
+                               self._get("jbu_kernel", "gaussian"))
 
     def _score_maps(self, ds):
         return self._upsample(self._patch_scores(ds), ds)
@@ -488,7 +510,7 @@ class TransportPathSegmenter(DirectSegmenter):
                  epsilon=0.1, sinkhorn_iter=50, path_cost="linear",
                  path_score="potential", nms=True, nms_fill="zero",
                  normalization="l1", normalize_over="image", temperature=0.01, upsample="jbu",
-                 sigma_spatial=1.0, sigma_range=0.1, device=None,
+                 sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="gaussian", device=None,
                  dtype=None, progress=None):
         self.classes = classes
         self.extractor = extractor
@@ -505,6 +527,7 @@ class TransportPathSegmenter(DirectSegmenter):
         self.upsample = upsample
         self.sigma_spatial = sigma_spatial
         self.sigma_range = sigma_range
+        self.jbu_kernel = jbu_kernel
         self.device = device
         self.dtype = dtype
         self.progress = progress
@@ -533,7 +556,7 @@ class TransportVelocitySegmenter(DirectSegmenter):
                  ipf_iter=15, max_steps=100, velocity_score="state",
                  markov_steps=5, affinity_topk=None, nms=True,
                  nms_fill="zero", normalization="l1", normalize_over="image", temperature=0.01,
-                 upsample="jbu", sigma_spatial=1.0, sigma_range=0.1,
+                 upsample="jbu", sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="gaussian",
                  device=None, dtype=None, progress=None):
         self.classes = classes
         self.extractor = extractor
@@ -552,6 +575,7 @@ class TransportVelocitySegmenter(DirectSegmenter):
         self.upsample = upsample
         self.sigma_spatial = sigma_spatial
         self.sigma_range = sigma_range
+        self.jbu_kernel = jbu_kernel
         self.device = device
         self.dtype = dtype
         self.progress = progress

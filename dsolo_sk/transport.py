@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from ot.backend import get_backend
 
 __all__ = ["repair_affinity", "doubly_stochastic_scaling",
-           "doubly_stochastic", "markov_step", "lse_matmul",
+           "doubly_stochastic", "markov_step", "ShiftedKernel", "lse_matmul",
            "sinkhorn_log_batched", "sparsify_topk"]
 
 
@@ -194,6 +194,26 @@ def markov_step(state, affinity, r, c):
     return _matvec_left(state * r[None, :], affinity) * c[None, :]
 
 
+class ShiftedKernel:
+    """A log-kernel with its column-shifted exponential, computed once.
+
+    Holds ``log_k``, its column maxima ``M`` and ``exp(log_k - M)``, so that
+    repeated :func:`lse_matmul` calls with the same kernel (every Sinkhorn
+    iteration) exponentiate the P x P matrix only once.
+
+    Parameters
+    ----------
+    log_k : array of shape (P, Q)
+        Finite log-kernel.
+    """
+
+    def __init__(self, log_k):
+        nx = _backend(log_k)
+        self.log_k = log_k
+        self.big = nx.max(log_k, 0)
+        self.kexp = nx.exp(log_k - self.big[None, :])
+
+
 def lse_matmul(log_w, log_k, *, chunk=2 ** 22):
     """``out[n, j] = log sum_i exp(log_w[n, i] + log_k[i, j])`` by products.
 
@@ -209,8 +229,8 @@ def lse_matmul(log_w, log_k, *, chunk=2 ** 22):
     log_w : array of shape (N, P)
         May hold ``-inf`` (zero weights), not NaN; every row needs one
         finite entry.
-    log_k : array of shape (P, Q)
-        Finite log-kernel.
+    log_k : array of shape (P, Q) or ShiftedKernel
+        Finite log-kernel, or its precomputed :class:`ShiftedKernel`.
     chunk : int
         Memory bound of the exact fallback, in elements.
 
@@ -229,13 +249,16 @@ def lse_matmul(log_w, log_k, *, chunk=2 ** 22):
     >>> bool(np.allclose(lse_matmul(w, k), ref))
     True
     """
+    kernel = log_k if isinstance(log_k, ShiftedKernel) else ShiftedKernel(
+        log_k)
+    log_k = kernel.log_k
     nx = _backend(log_w, log_k)
     m = nx.max(log_w, 1)
-    big = nx.max(log_k, 0)
-    prod = nx.dot(nx.exp(log_w - m[:, None]), nx.exp(log_k - big[None, :]))
+    prod = nx.dot(nx.exp(log_w - m[:, None]), kernel.kexp)
     tiny = float(np.sqrt(np.finfo(nx.to_numpy(prod[:1, :1]).dtype).tiny))
     bad = prod < tiny
-    out = nx.log(nx.maximum(prod, tiny + 0 * prod)) + m[:, None] + big[None, :]
+    out = (nx.log(nx.maximum(prod, tiny + 0 * prod)) + m[:, None]
+           + kernel.big[None, :])
     if bool(nx.any(bad)):
         rows, cols = nx.where(bad)
         per = max(1, chunk // max(1, log_w.shape[1]))
@@ -309,8 +332,8 @@ def sinkhorn_log_batched(a, b, cost, reg, n_iter=50):
     True
     """
     nx = _backend(a, b, cost)
-    log_k = -cost / reg
-    log_kt = log_k.T
+    log_k = ShiftedKernel(-cost / reg)
+    log_kt = ShiftedKernel(-cost.T / reg)
     with np.errstate(divide="ignore"):
         log_a = nx.log(a)
     log_b = nx.log(b)
