@@ -182,3 +182,55 @@ def mean_iou(y_true, y_pred, n_classes, **kwargs):
     if np.all(np.isnan(iou)):
         return float("nan")
     return float(np.nanmean(iou))
+
+
+def _mean_iou_of_labels(y_true, y_pred, **kwargs):
+    """:func:`mean_iou` with the number of classes read off the labels.
+
+    The score function of :data:`mean_iou_scorer`. Classes above every
+    label of both lists are absent from both, so they would be NaN and
+    left out of the mean: the result equals ``mean_iou(y_true, y_pred,
+    n_classes)`` for any ``n_classes`` larger than every label.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import cross_val_score, KFold
+    >>> from dsolo_sk import DirectSegmenter
+    >>> from dsolo_sk.datasets import make_scenes
+    >>> from dsolo_sk.metrics import mean_iou_scorer
+    >>> X, y = make_scenes(n_scenes=4, n_classes=5, image_size=64,
+    ...                    random_state=0)
+    >>> seg = DirectSegmenter(upsample="nearest")
+    >>> scores = cross_val_score(seg, X, y, cv=KFold(2),
+    ...                          scoring=mean_iou_scorer, error_score="raise")
+    >>> bool(scores[1] == seg.score(X[2:], y[2:]))
+    True
+    """
+    y_true = [np.asarray(t) for t in y_true]
+    y_pred = [np.asarray(p) for p in y_pred]
+    ignore = kwargs.get("ignore_index", IGNORE_INDEX)
+    top = 0
+    for t, p in zip(y_true, y_pred):
+        valid = t[(t != ignore) & (t >= 0)]
+        for arr in (valid, p):
+            if arr.size:
+                top = max(top, int(arr.max()))
+    return mean_iou(y_true, y_pred, top + 1, **kwargs)
+
+
+def _make_mean_iou_scorer():
+    from sklearn.metrics import make_scorer
+
+    return make_scorer(_mean_iou_of_labels)
+
+
+#: Scorer for ``scoring=`` in scikit-learn's model selection
+#: (``GridSearchCV(..., scoring=mean_iou_scorer)``): the mean IoU
+#: (:func:`mean_iou`) of ``estimator.predict(X)`` against the masks ``y``,
+#: pixels labelled 255 ignored. It equals the segmenters' ``score`` and
+#: works with any estimator whose ``predict`` returns label maps, Pipelines
+#: included. For other settings build a scorer from :func:`mean_iou`:
+#: ``make_scorer(mean_iou, n_classes=150, reduce_zero_label=True)``.
+mean_iou_scorer = _make_mean_iou_scorer()
+
+__all__ += ["mean_iou_scorer"]
