@@ -101,6 +101,14 @@ def _sample_token(sample):
         return ("path", path, st.st_mtime_ns, st.st_size)
     if type(sample).__module__.startswith("PIL"):
         return ("pil", sample.mode, np.asarray(sample))
+    if isinstance(sample, (xr.Dataset, xr.DataArray)):
+        # joblib.hash of xarray objects varies with their internal caches
+        if isinstance(sample, xr.DataArray):
+            sample = sample.to_dataset(name=sample.name or "__data__")
+        return ("xarray", sorted(sample.attrs.items()), [
+            (str(k), v.dims, v.values, sorted(v.attrs.items()))
+            for k, v in sorted(sample.variables.items(), key=lambda kv:
+                               str(kv[0]))])
     return sample
 
 
@@ -463,7 +471,9 @@ def cv_results_to_dataset(search, params=None):
         every numeric column of the results (``mean_test_score``,
         ``std_test_score``, ``rank_test_score``, ``mean_fit_time``,
         ``split0_test_score``...). Combinations that were not tried are
-        NaN.
+        NaN; candidates that lack one of `params` are left out, so a grid
+        given as a list of dicts (one per mode, say) gives one Dataset per
+        sub-grid: ``cv_results_to_dataset(search, ["mode", "tau"])``.
 
     Raises
     ------

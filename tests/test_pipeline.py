@@ -398,3 +398,32 @@ def test_pipeline_pickles(raw_scenes):
     b = pickle.loads(pickle.dumps(pipe)).predict(images[:1])[0]
     np.testing.assert_array_equal(a, b)
 
+
+
+def test_feature_cache_keys_xarray_samples_by_value():
+    """joblib.hash of an xarray object changes with its internal caches:
+    FeatureCache keys them by their variables' values instead."""
+    class Double(BaseEstimator):
+        def transform(self, X):
+            CALLS.append(len(X))
+            return [ds * 2 for ds in X]
+
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.requires_fit = False
+            return tags
+
+    X, _ = make_scenes(n_scenes=2, n_classes=5, image_size=32,
+                       random_state=0)
+    clear_feature_cache()
+    CALLS.clear()
+    cache = FeatureCache(Double())
+    first = cache.transform(X)
+    again = cache.transform([ds.copy(deep=True) for ds in X])
+    assert CALLS == [2]
+    for a, b in zip(first, again):
+        xr.testing.assert_identical(a, b)
+    changed = X[0].copy(deep=True)
+    changed["logits"][0, 0, 0] += 1
+    cache.transform([changed])
+    assert CALLS == [2, 1]
