@@ -193,8 +193,10 @@ def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
     guide = np.asarray(guide)
     U = jbu_operator((h, w), guide, sigma_spatial, sigma_range, radius,
                      kernel, dtype)
-    out = np.asarray(arr.reshape(n, h * w) @ U.T).reshape(
-        n, *guide.shape[:2])
+    # (H W, N) is computed contiguously and returned as an (N, H, W) view,
+    # so the largest array of the pipeline is never copied
+    out = np.asarray(U @ arr.reshape(n, h * w).T).reshape(
+        *guide.shape[:2], n).transpose(2, 0, 1)
     return torch.from_numpy(out).to(scores.device) if is_torch else out
 
 

@@ -63,6 +63,12 @@ class ColorPositionAffinity(BaseEstimator):
         self.sigma_color = sigma_color
         self.sigma_position = sigma_position
 
+    def _validate_params(self):
+        check_scalar(self.sigma_color, "sigma_color", min_val=0,
+                     include_min=False)
+        check_scalar(self.sigma_position, "sigma_position", min_val=0,
+                     include_min=False)
+
     def compute_affinity(self, image, grid_shape):
         """Affinity of shape (P, P) between the patches of `image`.
 
@@ -78,10 +84,7 @@ class ColorPositionAffinity(BaseEstimator):
         affinity : ndarray of shape (P, P), float32
             Rows sum to one.
         """
-        check_scalar(self.sigma_color, "sigma_color", min_val=0,
-                     include_min=False)
-        check_scalar(self.sigma_position, "sigma_position", min_val=0,
-                     include_min=False)
+        self._validate_params()
         h, w = _grid_shape(grid_shape)
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -89,7 +92,7 @@ class ColorPositionAffinity(BaseEstimator):
                 "image must be an (H, W, 3) uint8 RGB array, got shape "
                 f"{image.shape} and dtype {image.dtype}."
             )
-        img = torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0
+        img = torch.tensor(image, dtype=torch.float32) / 255.0
         img = img.permute(2, 0, 1)[None]
         mean = F.adaptive_avg_pool2d(img, (h, w))[0]  # (3, h, w)
         grey = img.mean(1, keepdim=True)
