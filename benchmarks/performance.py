@@ -20,7 +20,6 @@ not the seconds, across machines.
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys

@@ -151,15 +151,16 @@ default="state"
 
     _required_mode = None
 
-    def __init__(self, mode="velocity", classes=None, extractor=None,
-                 affinity=None, tau=0.3, epsilon=0.1, sinkhorn_iter=50,
-                 ipf_iter=15, max_steps=100, nms=True, nms_fill="auto",
-                 normalization="l1", normalize_over="image", temperature=0.01,
-                 kl_direction="reverse", path_cost="linear",
-                 path_score="potential", velocity_score="state",
-                 markov_steps=5, affinity_topk=None, upsample="jbu",
-                 sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="gaussian", device=None,
-                 dtype=None, progress=None):
+    def __init__(self, mode="velocity", classes=None, extractor=None, affinity=None,
+                 tau=0.3, epsilon=0.1, sinkhorn_iter=50, ipf_iter=15,
+                 max_steps=100, nms=True, nms_fill="auto",
+                 normalization="l1", normalize_over="image",
+                 temperature=0.01, kl_direction="reverse",
+                 path_cost="linear", path_score="potential",
+                 velocity_score="state", markov_steps=5, affinity_topk=None,
+                 upsample="jbu", sigma_spatial=1.0, sigma_range=0.1,
+                 jbu_kernel="gaussian", device=None, dtype=None,
+                 progress=None):
         self.mode = mode
         self.classes = classes
         self.extractor = extractor
@@ -512,11 +513,12 @@ class TransportPathSegmenter(DirectSegmenter):
 
     _required_mode = "path"
 
-    def __init__(self, classes=None, extractor=None, affinity=None,
-                 epsilon=0.1, sinkhorn_iter=50, path_cost="linear",
+    def __init__(self, classes=None, extractor=None, affinity=None, epsilon=0.1,
+                 sinkhorn_iter=50, path_cost="linear",
                  path_score="potential", nms=True, nms_fill="auto",
-                 normalization="l1", normalize_over="image", temperature=0.01, upsample="jbu",
-                 sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="gaussian", device=None,
+                 normalization="l1", normalize_over="image",
+                 temperature=0.01, upsample="jbu", sigma_spatial=1.0,
+                 sigma_range=0.1, jbu_kernel="gaussian", device=None,
                  dtype=None, progress=None):
         self.classes = classes
         self.extractor = extractor
@@ -561,8 +563,9 @@ class TransportVelocitySegmenter(DirectSegmenter):
     def __init__(self, classes=None, extractor=None, affinity=None, tau=0.3,
                  ipf_iter=15, max_steps=100, velocity_score="state",
                  markov_steps=5, affinity_topk=None, nms=True,
-                 nms_fill="auto", normalization="l1", normalize_over="image", temperature=0.01,
-                 upsample="jbu", sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="gaussian",
+                 nms_fill="auto", normalization="l1",
+                 normalize_over="image", temperature=0.01, upsample="jbu",
+                 sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="gaussian",
                  device=None, dtype=None, progress=None):
         self.classes = classes
         self.extractor = extractor
