@@ -1,0 +1,204 @@
+"""Time each stage of the pipeline on full-size, randomly initialised models.
+
+Stages: CLIP ViT-B/16 dense forward at a 448-pixel short side, Stable
+Diffusion 2 (base) VAE encoding at 512 pixels, the UNet up to the last
+needed attention layer and, for comparison, the full UNet, the
+hierarchical resampling of the attention maps, and the segmenter's
+post-processing (velocity and path modes) when it is installed. Text
+embeddings are timed separately: they are computed once per class list.
+
+The models are built from their configurations with random weights (no
+download), so the timings are those of the real architectures. CPU in
+float32, or the GPU in float16 when one is visible (``--device``).
+
+Run::
+
+    python benchmarks/stages.py            # about 4 minutes on 2 idle CPU cores
+    python benchmarks/stages.py --repeats 5 --device cuda
+"""
+
+import argparse
+import logging
+import time
+
+import numpy as np
+import torch
+
+#: stabilityai/stable-diffusion-2-base, unet/config.json
+SD2_BASE_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True, flip_sin_to_cos=True, freq_shift=0,
+)
+#: stabilityai/stable-diffusion-2-base, vae/config.json
+SD2_BASE_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512), norm_num_groups=32,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
+    scaling_factor=0.18215,
+)
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _once(fn, device):
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def timeit(fn, device, repeats, warmup=1):
+    """Best wall time of `fn()` over `repeats` runs after `warmup` runs.
+
+    The minimum, not the mean: on a shared machine, other processes only
+    ever add time.
+    """
+    for _ in range(warmup):
+        fn()
+    return min(_once(fn, device) for _ in range(repeats))
+
+
+def timeit_pair(fn_a, fn_b, device, repeats):
+    """Best times of two functions run alternately (fair under load)."""
+    fn_a(), fn_b()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_once(fn_a, device))
+        b.append(_once(fn_b, device))
+    return min(a), min(b)
+
+
+def build_clip(device, dtype):
+    import open_clip
+
+    from dsolo_sk.features.clip import CLIPFeatures, _CLIPBundle
+
+    precision = {"float32": "fp32", "float16": "fp16"}[dtype]
+    logging.getLogger().setLevel(logging.ERROR)  # "randomly initialised"
+    model = open_clip.create_model("ViT-B-16", precision=precision, device=device)
+    model.eval().requires_grad_(False)
+    est = CLIPFeatures("ViT-B-16", None, short_side=448, device=device,
+                       dtype=dtype)
+    key = ("benchmark", "ViT-B-16", device, dtype)
+    return est, _CLIPBundle(key, model, open_clip.get_tokenizer("ViT-B-16"),
+                            "ViT-B-16")
+
+
+def build_sd(device, dtype):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+
+    from dsolo_sk.features.diffusion import DiffusionAttention, _SDBundle
+
+    tdtype = getattr(torch, dtype)
+    unet = UNet2DConditionModel(**SD2_BASE_UNET).to(device, tdtype).eval()
+    vae = AutoencoderKL(**SD2_BASE_VAE).to(device, tdtype).eval()
+    unet.requires_grad_(False)
+    vae.requires_grad_(False)
+    empty = torch.zeros(1, 77, 1024, device=device, dtype=tdtype)
+    est = DiffusionAttention(resolution=512, device=device, dtype=dtype)
+    return est, _SDBundle(unet, vae, empty, "zeros")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=21,
+                        help="number of classes (VOC21 has 21)")
+    parser.add_argument("--text-classes", type=int, default=2,
+                        help="classes whose 80-template text embedding is "
+                             "timed (a one-time cost per class, cached)")
+    args = parser.parse_args(argv)
+
+    from skimage import data
+
+    from dsolo_sk.features._cache import check_device_dtype
+
+    device, dtype = check_device_dtype(args.device, "auto")
+    torch.manual_seed(0)
+    image = data.astronaut()  # 512 x 512 RGB
+    classes = [f"class {i}" for i in range(args.classes)]
+    print(f"device={device} dtype={dtype} threads={torch.get_num_threads()} "
+          f"image={image.shape[:2]} classes={len(classes)} "
+          f"repeats={args.repeats}")
+    t = {}
+
+    t0 = time.perf_counter()
+    clip, cb = build_clip(device, dtype)
+    print(f"built ViT-B-16 in {time.perf_counter() - t0:.1f}s")
+    t0 = time.perf_counter()
+    clip._text_embeddings(cb, tuple(f"text {i}" for i in range(args.text_classes)))
+    text = (time.perf_counter() - t0) / args.text_classes
+    # the per-image stages do not depend on the templates: one is enough
+    clip.set_params(templates=["a photo of a {}."])
+    clip._text_embeddings(cb, tuple(classes))
+    grid = clip._grid(cb, image.shape[:2])
+    t["clip_forward"] = timeit(lambda: clip._compute_logits(cb, image, classes),
+                               device, args.repeats)
+    logits = clip._compute_logits(cb, image, classes)
+
+    t0 = time.perf_counter()
+    sd, sb = build_sd(device, dtype)
+    print(f"built SD2-base UNet + VAE in {time.perf_counter() - t0:.1f}s")
+    blocks = sd._block_indices(sb)
+    t["vae_encode"] = timeit(lambda: sd._encode(sb, image), device, args.repeats)
+    latent = sd._encode(sb, image)
+    early = sd
+    full = sd.__class__(**{**sd.get_params(), "early_exit": False})
+    t["unet_early_exit"], unet_full = timeit_pair(
+        lambda: early._unet_maps(sb, latent, blocks),
+        lambda: full._unet_maps(sb, latent, blocks), device, args.repeats)
+    maps = sd._unet_maps(sb, latent, blocks)
+    t["attention_resample"] = timeit(lambda: sd._affinity(maps, grid), device,
+                                     args.repeats)
+    affinity = sd._affinity(maps, grid)
+
+    post = {}
+    try:
+        from dsolo_sk.segmenters import DirectSegmenter
+    except ImportError:
+        DirectSegmenter = None
+    if DirectSegmenter is not None:
+        from dsolo_sk.features import from_arrays
+
+        ds = from_arrays(logits, affinity, image, classes)
+        for mode in ("velocity", "path"):
+            seg = DirectSegmenter(mode=mode)
+            post[mode] = timeit(lambda: seg.predict([ds]), "cpu", args.repeats)
+        t["post_velocity"] = post["velocity"]
+
+    total = sum(t.values())
+    print(f"\npatch grid {grid}, attention grids {[g for g, _ in maps]}; "
+          f"text embedding, 80 templates: {text:.2f}s per class, once "
+          f"(cached; {text * len(classes):.1f}s for {len(classes)} classes)\n")
+    print(f"{'stage':<22}{'seconds':>10}{'share':>9}")
+    for name, sec in t.items():
+        print(f"{name:<22}{sec:>10.3f}{sec / total:>9.1%}")
+    print(f"{'total per image':<22}{total:>10.3f}{1:>9.0%}")
+    if "path" in post:
+        print(f"{'(post_path)':<22}{post['path']:>10.3f}"
+              f"{post['path'] / (total - post['velocity'] + post['path']):>9.1%}"
+              "  of a path-mode image")
+    saving = 1 - t["unet_early_exit"] / unet_full
+    print(f"\nUNet full step {unet_full:.3f}s vs early exit "
+          f"{t['unet_early_exit']:.3f}s: early exit saves {saving:.1%} of the "
+          f"UNet time ({unet_full / t['unet_early_exit']:.2f}x faster), "
+          f"{(unet_full - t['unet_early_exit']) / (total - t['unet_early_exit'] + unet_full):.1%} "
+          "of the whole image.")
+    return t, unet_full, post
+
+
+if __name__ == "__main__":
+    main()
