@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import (
     check_get_params_invariance,
@@ -164,6 +164,35 @@ def test_pipeline_step(fe, photos):
     assert len(out) == 2
     np.testing.assert_array_equal(pipe.transform(photos[:1])[0]["logits"].values,
                                   out[0]["logits"].values)
+
+
+class UserLogits(BaseEstimator):
+    """A user's extractor: a BaseEstimator with no _validate_params of its own."""
+
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def compute_logits(self, image, classes):
+        ramp = np.linspace(0, self.scale, 4, dtype=np.float32).reshape(2, 2)
+        return np.stack([ramp * (k + 1) for k in range(len(classes))])
+
+
+class CheckedAffinity(GreyAffinity):
+    checked = 0
+
+    def _validate_params(self):
+        CheckedAffinity.checked += 1
+
+
+def test_user_estimators_and_their_own_validation():
+    # sklearn's inherited BaseEstimator._validate_params is not called (it
+    # would ask for _parameter_constraints); a class's own one is.
+    before = CheckedAffinity.checked
+    fe = FeatureExtractor(UserLogits(), CheckedAffinity(), classes=["a", "b"],
+                          progress=False)
+    [ds] = fe.fit_transform([GOOD])
+    assert ds["logits"].shape == (2, 2, 2) and ds["affinity"].shape == (4, 4)
+    assert CheckedAffinity.checked == before + 2  # fit, then transform
 
 
 def test_defaults_are_the_paper_models():

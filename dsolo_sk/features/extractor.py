@@ -25,9 +25,15 @@ def _check_part(est, method, name, example):
             f"{name} must be an object with a {method}() method (for example "
             f"{example}), got {est!r}."
         )
-    validate = getattr(est, "_validate_params", None)
-    if callable(validate):
-        validate()
+    # Extractors may define a _validate_params() that checks their
+    # parameters without loading a model; call it so that bad parameters
+    # fail before any model loads. Every BaseEstimator also inherits
+    # scikit-learn's private _validate_params, which needs
+    # _parameter_constraints: that one is not ours to call.
+    validate = getattr(type(est), "_validate_params", None)
+    if callable(validate) and validate is not getattr(
+            BaseEstimator, "_validate_params", None):
+        est._validate_params()
     return est
 
 
