@@ -74,8 +74,6 @@ palette = {dataset.classes[c]: tuple(np.concatenate(p).mean(0).round())
 class PaletteLogits(BaseEstimator):
     """Toy logits: closeness of each patch's colour to a colour per class."""
 
-    _parameter_constraints = {}  # scikit-learn's parameter validation hook
-
     def __init__(self, palette=None, patch_size=16, noise=0.01,
                  random_state=0):
         self.palette = palette

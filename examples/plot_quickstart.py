@@ -46,8 +46,6 @@ from dsolo_sk.features import ColorPositionAffinity
 class ColourNames(BaseEstimator):
     """Toy logits: closeness of each patch's mean colour to a named colour."""
 
-    _parameter_constraints = {}  # scikit-learn's parameter validation hook
-
     colours = {"cup": (245, 235, 220), "saucer": (160, 35, 12),
                "table": (200, 120, 70)}
 
