@@ -70,6 +70,9 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
       each class's mean and standard deviation over its unsuppressed
       patches.
 
+    Where every weight is zero (all finite logits equal), every unsuppressed
+    entry gets the same weight.
+
     Then each class's weights are normalised over the patches,
     :math:`q_c = w_c / \\sum_i w_{ci}`, and the class gets a mass
     :math:`m_c` (parameter `over`):
@@ -139,6 +142,10 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
                else np.max(z, axis=1, keepdims=True))
         top = np.where(np.isfinite(top), top, 0.0)
         w = np.where(finite, np.exp(z - top), 0.0)
+    if not w.any():
+        # all finite logits are equal (a blank image, say): no entry is
+        # preferred, so every unsuppressed entry gets the same weight
+        w = finite.astype(np.float64)
     total = w.sum(1)
     q = w / np.where(total > 0, total, 1.0)[:, None]
     if over == "image":

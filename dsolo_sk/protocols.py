@@ -5,18 +5,18 @@ ProxyCLIP, ...) all evaluate the same way, with per-dataset differences that
 change the numbers. A :class:`Protocol` writes every such choice down, so
 that a result file says exactly how it was obtained:
 
-========== ===== ========= ======== ========= =================
-dataset    short classes   prob_thd zero lbl  val images
-========== ===== ========= ======== ========= =================
-voc21      336   21        0.1      no        1449
-voc20      336   20        --       reduced   1449
-context60  336   60        0.1      no        5105
-context59  336   59        --       reduced   5105
-coco_object 336  81        0.1      no        5000
-coco_stuff 448   171       --       no        5000
-cityscapes 560   19        --       no        500
-ade20k     336   150       --       reduced   2000
-========== ===== ========= ======== ========= =================
+=========== ===== ======= ======== ========= ==========
+dataset     short classes prob_thd zero lbl  val images
+=========== ===== ======= ======== ========= ==========
+voc21       336   21      0.1      no        1449
+voc20       336   20      --       reduced   1449
+context60   336   60      0.1      no        5105
+context59   336   59      --       reduced   5105
+coco_object 336   81      0.1      no        5000
+coco_stuff  448   171     --       no        5000
+cityscapes  560   19      --       no        500
+ade20k      336   150     --       reduced   2000
+=========== ===== ======= ======== ========= ==========
 
 Every dataset has two settings. ``"paper"``: the whole image at once (the
 setting of "Direct Segmentation without Logits Optimization"). ``"peers"``:

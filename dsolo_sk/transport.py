@@ -190,6 +190,16 @@ def markov_step(state, affinity, r, c):
     Returns
     -------
     state : array of shape (N, P)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.transport import doubly_stochastic_scaling, markov_step
+    >>> A = np.array([[2., 1.], [1., 2.]])
+    >>> r, c = doubly_stochastic_scaling(A)
+    >>> f = np.array([[2., 0.]])            # all mass on the first patch
+    >>> markov_step(f, A, r, c).round(3)    # half way to uniform per step
+    array([[1.333, 0.667]])
     """
     return _matvec_left(state * r[None, :], affinity) * c[None, :]
 
@@ -205,6 +215,18 @@ class ShiftedKernel:
     ----------
     log_k : array of shape (P, Q)
         Finite log-kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.transport import ShiftedKernel, lse_matmul
+    >>> log_k = np.log(np.array([[1., 2.], [3., 4.]]))
+    >>> kernel = ShiftedKernel(log_k)
+    >>> kernel.big.round(3), kernel.kexp.round(3)
+    (array([1.099, 1.386]), array([[0.333, 0.5  ],
+           [1.   , 1.   ]]))
+    >>> np.exp(lse_matmul(np.zeros((1, 2)), kernel))  # column sums
+    array([[4., 6.]])
     """
 
     def __init__(self, log_k):

@@ -87,7 +87,7 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     h, w = (int(v) for v in grid_shape)
     tdt = torch.float64 if dtype == np.float64 else torch.float32
     # torch for the weights: its element-wise kernels use every core
-    img = torch.as_tensor(np.asarray(guide)).to(tdt) / 255.0  # (H, W, 3)
+    img = torch.tensor(np.asarray(guide), dtype=tdt) / 255.0  # (H, W, 3)
     H, W = img.shape[:2]
     # the guide averaged over each grid cell (adaptive average pooling)
     low = F.adaptive_avg_pool2d(img.permute(2, 0, 1)[None], (h, w))[0]

@@ -168,6 +168,19 @@ def check_features(features, *, require_affinity=False, name="features"):
     ------
     TypeError, ValueError
         With a message naming what is missing or malformed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.features import check_features, from_arrays
+    >>> ds = from_arrays(np.zeros((2, 2, 2)), None,
+    ...                  np.zeros((16, 16, 3), np.uint8), ["cat", "dog"])
+    >>> check_features(ds) is ds
+    True
+    >>> check_features(ds, require_affinity=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: features has no 'affinity' variable, which this mode needs; ...
     """
     if not isinstance(features, xr.Dataset):
         raise TypeError(
