@@ -223,6 +223,17 @@ def test_weights_unavailable_names_them(monkeypatch):
     assert "'openai'" in msg and "ViT-B-16" in msg and "pretrained='/path" in msg
 
 
+@pytest.mark.filterwarnings("ignore:The .local_dir_use_symlinks. argument")
+def test_hub_model_unavailable_names_it(monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    clip = CLIPFeatures("hf-hub:laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+                        device="cpu")
+    with pytest.raises(WeightsUnavailableError, match="laion/CLIP-ViT-B-16"):
+        clip._load()
+
+
 def test_quick_gelu_follows_the_openai_tag():
     spec = CLIPFeatures("ViT-B-16", "openai")._resolve_model()
     assert spec["force_quick_gelu"]

@@ -263,6 +263,9 @@ class CLIPFeatures(BaseEstimator):
         protocol of most benchmarks (448 or 560 for some; see
         ``dsolo_sk.datasets``). Any size works: the position embedding is
         interpolated to the patch grid.
+        The image is normalised with the model's own mean and standard
+        deviation: for CLIP models, (122.771, 116.746, 104.094) and
+        (68.501, 66.632, 70.323) on 0-255 RGB.
     max_long_side : int or None, default=2048
         Cap on the long side after resizing.
     window : int or None, default=None
@@ -375,6 +378,7 @@ class CLIPFeatures(BaseEstimator):
         if model.startswith("hf-hub:"):
             out["name"] = model
             out["weights"] = model
+            out["hub"] = model[len("hf-hub:"):]
             return out
         if model.startswith("local-dir:") or os.path.isdir(model):
             path = model[len("local-dir:"):] if model.startswith("local-dir:") else model
@@ -531,10 +535,11 @@ class CLIPFeatures(BaseEstimator):
                 cache_dir=self.cache_dir, weights_only=True,
             )
         except RuntimeError as exc:
-            if spec.get("hub") and "download" in str(exc).lower():
+            msg = str(exc).lower()
+            if spec.get("hub") and ("download" in msg or "hub" in msg):
                 raise _cache.WeightsUnavailableError(
                     f"could not download the open_clip weights "
-                    f"{spec['pretrained']!r} of {spec['name']!r} (from "
+                    f"{spec['weights']!r} of {spec['name']!r} (from "
                     f"{spec['hub']}) nor find them in the cache "
                     f"({self.cache_dir or 'the Hugging Face cache, HF_HOME'}). "
                     "On a machine with network access run "
