@@ -168,14 +168,15 @@ class FeatureCache(TransformerMixin, BaseEstimator):
         outputs, one per sample (its ``requires_fit`` tag must be False).
         ``None`` means :class:`~dsolo_sk.features.FeatureExtractor` ``()``.
     memory : None, str, path or joblib.Memory, default=None
-        Where the outputs are kept. ``None``: in this process, in a store
-        shared by every ``FeatureCache`` and bounded by `max_bytes` (least
-        recently used entries go first). A folder (or a
-        :class:`joblib.Memory` with a location): pickled files in its
-        ``dsolo_sk_features/`` subfolder, shared by processes and kept
-        across sessions; use it with ``GridSearchCV(n_jobs=...)``.
+        Where the outputs are kept besides this process. Every output is
+        kept in an in-process store shared by every ``FeatureCache`` and
+        bounded by `max_bytes` (least recently used entries go first).
+        With a folder (or a :class:`joblib.Memory` with a location), they
+        are also written as pickled files in its ``dsolo_sk_features/``
+        subfolder, shared by processes and kept across sessions: use it
+        with ``GridSearchCV(n_jobs=...)``.
     max_bytes : int, default=2 GiB
-        Bound of the in-process store (ignored with a folder).
+        Bound of the in-process store.
 
     Notes
     -----
@@ -272,29 +273,35 @@ class FeatureCache(TransformerMixin, BaseEstimator):
         return [joblib.hash((prefix, _sample_token(x))) for x in X]
 
     def _lookup(self, key, folder):
+        with _LOCK:
+            if key in _STORE:
+                _STORE.move_to_end(key)
+                return True, _STORE[key][0]
         if folder is None:
-            with _LOCK:
-                if key in _STORE:
-                    _STORE.move_to_end(key)
-                    return True, _STORE[key][0]
             return False, None
         path = os.path.join(folder, key + ".pkl")
         try:
             with open(path, "rb") as f:
-                return True, pickle.load(f)
+                value = pickle.load(f)
         except (OSError, EOFError, pickle.UnpicklingError):
             return False, None
+        self._remember(key, value)
+        return True, value
+
+    def _remember(self, key, value):
+        """Keep `value` in the bounded in-process store."""
+        size = _nbytes(value)
+        with _LOCK:
+            if key in _STORE:
+                _STATS["bytes"] -= _STORE.pop(key)[1]
+            _STORE[key] = (value, size)
+            _STATS["bytes"] += size
+            while _STATS["bytes"] > self.max_bytes and _STORE:
+                _STATS["bytes"] -= _STORE.popitem(last=False)[1][1]
 
     def _store(self, key, value, folder):
+        self._remember(key, value)
         if folder is None:
-            size = _nbytes(value)
-            with _LOCK:
-                if key in _STORE:
-                    _STATS["bytes"] -= _STORE.pop(key)[1]
-                _STORE[key] = (value, size)
-                _STATS["bytes"] += size
-                while _STATS["bytes"] > self.max_bytes and _STORE:
-                    _STATS["bytes"] -= _STORE.popitem(last=False)[1][1]
             return
         os.makedirs(folder, exist_ok=True)
         # write then rename: parallel workers never read a partial file

@@ -1,0 +1,204 @@
+"""Cost of a grid search over a cached-feature Pipeline, against one predict.
+
+A grid search over the segmenter's parameters (``tau``, ``epsilon``) must
+not re-run the models: with the features step wrapped in a
+:class:`~dsolo_sk.model_selection.FeatureCache`, a 3 x 3 grid with 2-fold
+cross-validation (18 fits and scores, plus the refit) should cost at most
+1.5 times one ``predict`` pass over the same images.
+
+What runs: generated scenes (:func:`dsolo_sk.datasets.make_scenes`, their
+images and masks only), a full-size randomly initialised open_clip
+ViT-B/16 (``pretrained=None``: no download, the architecture's real cost)
+at a 448-pixel short side, and the model-free colour-position affinity.
+Stable Diffusion attention, the paper's affinity, would make the features
+far costlier still, so caching would only gain more; it is left out to
+keep the run short on a CPU.
+
+Timed, each from an empty feature cache, after the model and the text
+embeddings are loaded:
+
+- ``predict``: one ``predict`` over all images through the plain Pipeline
+  (extractor, then segmenter; no cache), the reference;
+- ``grid``: ``GridSearchCV(..., cv=KFold(2), error_score="raise").fit``
+  over the Pipeline whose features step is a ``FeatureCache`` writing to a
+  folder (``memory=``);
+- with ``--plain-memory``, the same grid over the plain Pipeline with
+  scikit-learn's ``Pipeline(memory=folder)`` alone, which caches fits but
+  not the validation transforms.
+
+Run::
+
+    OMP_NUM_THREADS=1 python benchmarks/grid_search.py            # ~2 min
+    python benchmarks/grid_search.py --images 4 --plain-memory
+    python benchmarks/grid_search.py --model ViT-S-16 --short-side 224
+
+It prints wall and CPU times and the ratios, writes them as JSON
+(``--out``), and exits with status 1 when the CPU-time ratio exceeds
+``--max-ratio``. The CPU time of the process is the steadier measure on a
+machine shared with other jobs; run with ``OMP_NUM_THREADS=1`` so that it
+is one thread's time, comparable to the wall time of an idle machine.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import Pipeline
+
+from dsolo_sk import DirectSegmenter
+from dsolo_sk.datasets import make_scenes
+from dsolo_sk.features import (CLIPFeatures, ColorPositionAffinity,
+                               FeatureExtractor)
+from dsolo_sk.model_selection import (FeatureCache, clear_feature_cache,
+                                      feature_cache_info)
+
+GRID = {"segment__tau": [0.1, 0.3, 1.0], "segment__epsilon": [0.05, 0.1, 0.5]}
+
+
+class _Affinity(ColorPositionAffinity):
+    """ColorPositionAffinity with a ``_validate_params`` of its own."""
+
+    def _validate_params(self):
+        pass
+
+
+def _affinity():
+    aff = ColorPositionAffinity()
+    try:
+        FeatureExtractor(logits=CLIPFeatures(), affinity=aff,
+                         classes=["a", "b"])._parts()
+    except AttributeError:
+        # FeatureExtractor calls sklearn's BaseEstimator._validate_params
+        # on its parts, which ColorPositionAffinity does not support yet
+        aff = _Affinity()
+    return aff
+
+
+def _timed(fn):
+    """(wall seconds, CPU seconds of this process, result) of ``fn()``."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t, time.process_time() - c, out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=448)
+    parser.add_argument("--classes", type=int, default=8)
+    parser.add_argument("--model", default="ViT-B-16",
+                        help="open_clip architecture (random weights)")
+    parser.add_argument("--short-side", type=int, default=448)
+    parser.add_argument("--mode", default="velocity",
+                        choices=["velocity", "path"])
+    parser.add_argument("--plain-memory", action="store_true",
+                        help="also time the grid with Pipeline(memory=) "
+                        "alone (about 10x slower)")
+    parser.add_argument("--max-ratio", type=float, default=1.5)
+    parser.add_argument("--out", type=Path, default=Path(
+        __file__).parent / "results" / "grid_search.json")
+    args = parser.parse_args(argv)
+
+    X, masks = make_scenes(n_scenes=args.images + 1, n_classes=args.classes,
+                           image_size=args.image_size, affinity=False,
+                           random_state=0)
+    images = [ds["image"].values for ds in X]
+    warmup, images, masks = images[0], images[1:], masks[1:]
+    classes = [f"class {k}" for k in range(args.classes)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random weights
+        clip = CLIPFeatures(args.model, None, short_side=args.short_side,
+                            device="cpu")
+        extractor = FeatureExtractor(logits=clip, affinity=_affinity(),
+                                     classes=classes, progress=False)
+        t_load, _, _ = _timed(lambda: extractor.transform([warmup]))
+    segmenter = DirectSegmenter(mode=args.mode, progress=False)
+    plain = Pipeline([("features", extractor), ("segment", segmenter)])
+
+    t_extract, c_extract, feats = _timed(lambda: extractor.transform(images))
+    t_segment, c_segment, _ = _timed(lambda: segmenter.predict(feats))
+    t_predict, c_predict, _ = _timed(lambda: plain.predict(images))
+    grid = dict(GRID)
+    n_candidates = int(np.prod([len(v) for v in grid.values()]))
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clear_feature_cache()
+        cached = Pipeline([
+            ("features", FeatureCache(extractor,
+                                      memory=os.path.join(tmp, "cache"))),
+            ("segment", segmenter)])
+        search = GridSearchCV(cached, grid, cv=KFold(2), error_score="raise")
+        t_grid, c_grid, _ = _timed(lambda: search.fit(images, masks))
+        info = feature_cache_info()
+        rows["FeatureCache(memory=folder)"] = {
+            "seconds": t_grid, "ratio": t_grid / t_predict,
+            "cpu_seconds": c_grid, "cpu_ratio": c_grid / c_predict,
+            "feature_misses": info["misses"], "feature_hits": info["hits"],
+            "best_params": {k: float(v) for k, v in
+                            search.best_params_.items()},
+            "best_score": float(search.best_score_)}
+        if args.plain_memory:
+            mem = Pipeline([("features", extractor), ("segment", segmenter)],
+                           memory=os.path.join(tmp, "pipeline"))
+            search = GridSearchCV(mem, grid, cv=KFold(2),
+                                  error_score="raise")
+            t_plain, c_plain, _ = _timed(lambda: search.fit(images, masks))
+            rows["Pipeline(memory=folder) alone"] = {
+                "seconds": t_plain, "ratio": t_plain / t_predict,
+                "cpu_seconds": c_plain, "cpu_ratio": c_plain / c_predict,
+                "best_score": float(search.best_score_)}
+
+    result = {
+        "setting": {"images": args.images, "image_size": args.image_size,
+                    "classes": args.classes, "model": args.model,
+                    "weights": "random", "short_side": args.short_side,
+                    "grid": grid, "cv": "KFold(2)", "candidates":
+                    n_candidates, "mode": args.mode, "affinity":
+                    "ColorPositionAffinity", "threads":
+                    os.environ.get("OMP_NUM_THREADS", "default")},
+        "seconds": {"model_and_text_load": t_load, "extract": t_extract,
+                    "segment": t_segment, "predict": t_predict},
+        "cpu_seconds": {"extract": c_extract, "segment": c_segment,
+                        "predict": c_predict},
+        "grid": rows,
+    }
+    print(f"{args.images} images of {args.image_size} px, {args.model} "
+          f"(random weights) at short side {args.short_side}, "
+          f"{args.classes} classes, mode={args.mode}")
+    print(f"{'':44s}{'wall s':>9s}{'ratio':>7s}{'CPU s':>9s}{'ratio':>7s}")
+    print(f"{'features (model forwards)':44s}{t_extract:9.2f}{'':7s}"
+          f"{c_extract:9.2f}")
+    print(f"{'segmentation (one pass)':44s}{t_segment:9.2f}{'':7s}"
+          f"{c_segment:9.2f}")
+    print(f"{'one predict pass (reference)':44s}{t_predict:9.2f}{1:7.2f}"
+          f"{c_predict:9.2f}{1:7.2f}")
+    for name, row in rows.items():
+        label = f"{n_candidates}-candidate grid, {name}"
+        print(f"{label:44s}{row['seconds']:9.2f}{row['ratio']:7.2f}"
+              f"{row['cpu_seconds']:9.2f}{row['cpu_ratio']:7.2f}")
+    lower = (c_extract + n_candidates * c_segment) / c_predict
+    print(f"(features once + {n_candidates} segmentation passes: CPU ratio "
+          f"{lower:.2f})")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+        print(f"written to {args.out}")
+    # CPU time: on a shared machine the wall time also measures the
+    # neighbours (run with OMP_NUM_THREADS=1 so that it is one thread's)
+    ratio = rows["FeatureCache(memory=folder)"]["cpu_ratio"]
+    if ratio > args.max_ratio:
+        print(f"FAIL: CPU-time ratio {ratio:.2f} > {args.max_ratio}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
