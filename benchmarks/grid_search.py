@@ -62,25 +62,6 @@ from dsolo_sk.model_selection import (FeatureCache, clear_feature_cache,
 GRID = {"segment__tau": [0.1, 0.3, 1.0], "segment__epsilon": [0.05, 0.1, 0.5]}
 
 
-class _Affinity(ColorPositionAffinity):
-    """ColorPositionAffinity with a ``_validate_params`` of its own."""
-
-    def _validate_params(self):
-        pass
-
-
-def _affinity():
-    aff = ColorPositionAffinity()
-    try:
-        FeatureExtractor(logits=CLIPFeatures(), affinity=aff,
-                         classes=["a", "b"])._parts()
-    except AttributeError:
-        # FeatureExtractor calls sklearn's BaseEstimator._validate_params
-        # on its parts, which ColorPositionAffinity does not support yet
-        aff = _Affinity()
-    return aff
-
-
 def _timed(fn):
     """(wall seconds, CPU seconds of this process, result) of ``fn()``."""
     t, c = time.perf_counter(), time.process_time()
@@ -116,7 +97,7 @@ def main(argv=None):
         warnings.simplefilter("ignore", UserWarning)  # random weights
         clip = CLIPFeatures(args.model, None, short_side=args.short_side,
                             device="cpu")
-        extractor = FeatureExtractor(logits=clip, affinity=_affinity(),
+        extractor = FeatureExtractor(logits=clip, affinity=ColorPositionAffinity(),
                                      classes=classes, progress=False)
         t_load, _, _ = _timed(lambda: extractor.transform([warmup]))
     segmenter = DirectSegmenter(mode=args.mode, progress=False)
