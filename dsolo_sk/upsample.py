@@ -97,6 +97,9 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     by, bx = torch.floor(cy).long(), torch.floor(cx).long()
     inv_r = -0.5 / sigma_range ** 2
     log_w, index = [], []
+    n_taps = (2 * radius) ** 2
+    big = H * W * n_taps >= 2 ** 31  # 32-bit sparse indices when they fit
+    itype = torch.int64 if big else torch.int32
     for dy in range(-radius + 1, radius + 1):
         qy = by + dy
         vy = (qy >= 0) & (qy < h)
@@ -113,7 +116,7 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
             diff = low_y.index_select(1, qx) - img
             log_w.append(ly[:, None] + lx[None, :]
                          + inv_r * (diff * diff).sum(-1))
-            index.append(qy[:, None] * w + qx[None, :])
+            index.append((qy[:, None] * w + qx[None, :]).to(itype))
     log_w = torch.stack(log_w, -1).reshape(H * W, -1)
     index = torch.stack(index, -1).reshape(H * W, -1)
     # weights relative to each pixel's best neighbour: the nearest cell
@@ -123,7 +126,9 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     weights /= weights.sum(1, keepdim=True)
     k = weights.shape[1]
     return sp.csr_array((weights.numpy().ravel(), index.numpy().ravel(),
-                         np.arange(0, H * W * k + 1, k)), shape=(H * W, h * w))
+                         np.arange(0, H * W * k + 1, k,
+                                   dtype=np.int64 if big else np.int32)),
+                        shape=(H * W, h * w))
 
 
 def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,

@@ -4,17 +4,41 @@
 
    from_arrays
    check_features
+   ColorPositionAffinity
+   CLIPFeatures
+   DiffusionAttention
+   FeatureExtractor
+
+The model-backed extractors import open_clip and diffusers on first use,
+so that ``import dsolo_sk`` stays light for work on precomputed features.
 """
+
+import importlib
 
 from ._contract import check_features, from_arrays
 from .affinity import ColorPositionAffinity
 
-__all__ = ["from_arrays", "check_features", "ColorPositionAffinity"]
-from ._cache import WeightsUnavailableError, clear_model_cache
-from .clip import CLIPFeatures
+# name -> submodule; imported on first access (PEP 562)
+_LAZY = {
+    "CLIPFeatures": ".clip",
+    "WeightsUnavailableError": "._cache",
+    "clear_model_cache": "._cache",
+    "DiffusionAttention": ".diffusion",
+    "FeatureExtractor": ".extractor",
+}
 
-__all__ += ["CLIPFeatures", "WeightsUnavailableError", "clear_model_cache"]
-from .diffusion import DiffusionAttention
-from .extractor import FeatureExtractor
+__all__ = ["from_arrays", "check_features", "ColorPositionAffinity",
+           "CLIPFeatures", "WeightsUnavailableError", "clear_model_cache",
+           "DiffusionAttention", "FeatureExtractor"]
 
-__all__ += ["DiffusionAttention", "FeatureExtractor"]
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
