@@ -36,6 +36,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
 from ._validation import check_sample_list
+from .base import FitFreeMixin
 
 __all__ = ["FeatureCache", "make_segmentation_pipeline",
            "cv_results_to_dataset", "clear_feature_cache",
@@ -148,7 +149,7 @@ def _memory_dir(memory):
     )
 
 
-class FeatureCache(TransformerMixin, BaseEstimator):
+class FeatureCache(FitFreeMixin, TransformerMixin, BaseEstimator):
     """Memoise a fit-free transformer's output, one entry per sample.
 
     Wraps a feature extractor such as
@@ -365,16 +366,7 @@ class FeatureCache(TransformerMixin, BaseEstimator):
         return [v.copy(deep=False) if hasattr(v, "copy") and isinstance(
             v, (xr.Dataset, xr.DataArray)) else v for v in out]
 
-    def __sklearn_is_fitted__(self):
-        return True
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.target_tags.required = False
-        tags.non_deterministic = False
-        return tags
 
 
 def make_segmentation_pipeline(segmenter=None, *, logits=None, affinity=None,

@@ -20,6 +20,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
+from .base import FitFreeMixin
 from ._validation import (check_classes, check_masks, check_option,
                           check_sample_list, check_scalar)
 from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
@@ -36,7 +37,7 @@ __all__ = ["DirectSegmenter", "TransportPathSegmenter",
 MODES = ("raw", "kl", "path", "velocity")
 
 
-class DirectSegmenter(BaseEstimator):
+class DirectSegmenter(FitFreeMixin, BaseEstimator):
     """Training-free open-vocabulary segmentation by distributional discrepancy.
 
     Segments an image into the given classes by measuring, for every class,
@@ -271,18 +272,6 @@ default="state"
         return self._mode in ("path", "velocity")
 
     # -- scikit-learn API --------------------------------------------------
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = False
-        tags.target_tags.required = False
-        tags.non_deterministic = False
-        return tags
-
-    def __sklearn_is_fitted__(self):
-        return True
 
     def fit(self, X=None, y=None):
         """Validate the parameters; there is nothing to learn.

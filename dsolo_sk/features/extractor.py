@@ -11,6 +11,7 @@ hyperparameter search over the segmenter never re-runs the models.
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._validation import check_classes
+from ..base import FitFreeMixin
 from ._contract import from_arrays
 from ._images import check_images, to_rgb_uint8
 
@@ -37,7 +38,7 @@ def _check_part(est, method, name, example):
     return est
 
 
-class FeatureExtractor(TransformerMixin, BaseEstimator):
+class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
     """Compute the feature Dataset of each image: CLIP logits and an affinity.
 
     Parameters
@@ -193,13 +194,4 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             out.append(from_arrays(logits, affinity, image, classes))
         return out
 
-    def __sklearn_is_fitted__(self):
-        return True
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = False
-        tags.input_tags.two_d_array = False
-        tags.target_tags.required = False
-        tags.non_deterministic = False
-        return tags
