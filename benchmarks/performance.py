@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPEATS = 5
+REPEATS = 15
 
 
 def median_time(fn, repeats=REPEATS):
@@ -66,13 +66,13 @@ def postprocessing_seconds():
     X, _ = make_scenes(n_scenes=1, n_classes=21, image_size=448,
                        random_state=0)
     out = {}
-    for name, params in (("velocity", dict(mode="velocity")),
-                         ("path", dict(mode="path")),
-                         ("kl", dict(mode="kl")),
-                         ("velocity, tent JBU", dict(mode="velocity",
-                                                     jbu_kernel="tent")),
-                         ("path, tent JBU", dict(mode="path",
-                                                 jbu_kernel="tent"))):
+    for name, params in (("velocity (defaults)", dict(mode="velocity")),
+                         ("path (defaults)", dict(mode="path")),
+                         ("kl (defaults)", dict(mode="kl")),
+                         ("velocity, Gaussian JBU", dict(
+                             mode="velocity", jbu_kernel="gaussian")),
+                         ("path, Gaussian JBU", dict(
+                             mode="path", jbu_kernel="gaussian"))):
         seg = DirectSegmenter(**params)
         out[name] = median_time(lambda: seg.predict(X))
     return out
