@@ -27,6 +27,7 @@ def _distributions(rng, n, p, zeros=0.3):
     return q / q.sum(1, keepdims=True)
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # POT, zeros
 @pytest.mark.parametrize("cost_kind,reg", [("linear", 0.1), ("linear", 0.03),
                                            ("neglog", 0.5)])
 def test_sinkhorn_matches_pot_class_by_class(photo_affinity, cost_kind, reg):
