@@ -66,7 +66,22 @@ def _model_options(p):
 
 
 def build_parser():
-    """The argument parser of ``dsolo-sk``."""
+    """The argument parser of ``dsolo-sk``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        With the sub-commands ``evaluate``, ``segment`` and ``protocols``.
+
+    Examples
+    --------
+    >>> from dsolo_sk.cli import build_parser
+    >>> args = build_parser().parse_args(
+    ...     ["evaluate", "--dataset", "voc21", "--root", "data",
+    ...      "--out", "runs/voc21", "--limit", "10"])
+    >>> args.command, args.dataset, args.setting, args.limit
+    ('evaluate', 'voc21', 'paper', 10)
+    """
     from .datasets import DATASETS
 
     parser = argparse.ArgumentParser(

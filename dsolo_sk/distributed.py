@@ -62,6 +62,18 @@ def worker_model_loads(client):
     dict
         Worker address -> {model key: number of loads}. After a run every
         count is 1: each worker process loads a model once.
+
+    Examples
+    --------
+    An in-process cluster (its worker shares this process's model cache):
+
+    >>> from dask.distributed import Client
+    >>> from dsolo_sk.distributed import worker_model_loads
+    >>> with Client(processes=False, n_workers=1,
+    ...             dashboard_address=None) as client:
+    ...     loads = worker_model_loads(client)
+    >>> len(loads), [type(v).__name__ for v in loads.values()]
+    (1, ['dict'])
     """
     return client.run(_model_loads)
 

@@ -425,6 +425,25 @@ class EvaluationResult:
         Wall time of this call.
     info : dict
         Dataset, split, segmenter description and the like.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from dsolo_sk.datasets import load_dataset, write_fake_dataset
+    >>> from dsolo_sk.evaluation import evaluate
+    >>> ds = load_dataset("voc20", write_fake_dataset("voc20", tempfile.mkdtemp()))
+    >>> def first_class(image):
+    ...     return np.eye(20)[0][:, None, None] * np.ones(image.shape[:2])
+    >>> res = evaluate(first_class, ds, progress=False)
+    >>> type(res).__name__, res.confusion_matrix.shape, res.iou.dims
+    ('EvaluationResult', (20, 20), ('class',))
+    >>> res.to_dict()["n_images"] == len(res.ids)
+    True
+    >>> out = tempfile.mkdtemp()
+    >>> res.write(out)
+    >>> sorted(os.listdir(out))
+    ['per_class_iou.csv', 'results.json']
     """
 
     confusion_matrix: np.ndarray

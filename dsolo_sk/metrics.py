@@ -3,6 +3,22 @@
 Intersections and unions are summed over the whole dataset before the
 ratio is taken; the mean over classes ignores classes whose union is empty
 (``nanmean``); pixels labelled 255 in the ground truth are ignored.
+
+:data:`mean_iou_scorer` plugs the mean IoU into scikit-learn's model
+selection (``scoring=``).
+
+.. rubric:: Examples
+
+>>> from sklearn.model_selection import KFold, cross_val_score
+>>> from dsolo_sk import DirectSegmenter
+>>> from dsolo_sk.datasets import make_scenes
+>>> from dsolo_sk.metrics import mean_iou_scorer
+>>> X, y = make_scenes(n_scenes=4, n_classes=5, image_size=64,
+...                    random_state=0)
+>>> scores = cross_val_score(DirectSegmenter(upsample="nearest"), X, y,
+...                          cv=KFold(2), scoring=mean_iou_scorer)
+>>> scores.shape, bool(((scores >= 0) & (scores <= 1)).all())
+((2,), True)
 """
 
 import numpy as np
@@ -231,6 +247,8 @@ def _make_mean_iou_scorer():
 #: works with any estimator whose ``predict`` returns label maps, Pipelines
 #: included. For other settings build a scorer from :func:`mean_iou`:
 #: ``make_scorer(mean_iou, n_classes=150, reduce_zero_label=True)``.
+#: The description of :mod:`dsolo_sk.metrics` shows it in
+#: ``cross_val_score``.
 mean_iou_scorer = _make_mean_iou_scorer()
 
 __all__ += ["mean_iou_scorer"]

@@ -55,6 +55,24 @@ def clear_feature_cache():
     """Empty the in-process store of :class:`FeatureCache` and its counters.
 
     Folders given as ``memory=`` are left alone; delete them to clear them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.features import FeatureExtractor
+    >>> from dsolo_sk.model_selection import (FeatureCache,
+    ...     clear_feature_cache, feature_cache_info)
+    >>> class Flat:  # stands in for CLIP
+    ...     def compute_logits(self, image, classes):
+    ...         return np.zeros((len(classes), 4, 4), np.float32)
+    >>> cache = FeatureCache(FeatureExtractor(
+    ...     logits=Flat(), affinity=False, classes=["a", "b"], progress=False))
+    >>> _ = cache.transform([np.zeros((32, 32, 3), np.uint8)])
+    >>> feature_cache_info()["entries"] > 0
+    True
+    >>> clear_feature_cache()
+    >>> feature_cache_info()
+    {'hits': 0, 'misses': 0, 'entries': 0, 'bytes': 0}
     """
     with _LOCK:
         _STORE.clear()

@@ -5,6 +5,14 @@ patches per class, and a mass per class. Suppressed entries and classes
 that win no patch are handled explicitly: a suppressed entry carries no
 mass, and a class with no mass at all gets mass zero, so that the segmenter
 never predicts it.
+
+.. rubric:: Examples
+
+The accepted values of the ``method``, ``fill`` and ``over`` options:
+
+>>> from dsolo_sk.normalization import NMS_FILLS, NORMALIZATIONS, NORMALIZE_OVER
+>>> NORMALIZATIONS, NMS_FILLS, NORMALIZE_OVER
+(('softmax', 'l1', 'zscore'), ('zero', 'min'), ('image', 'class'))
 """
 
 import numpy as np
@@ -14,8 +22,11 @@ from ._validation import check_option, check_scalar
 __all__ = ["suppress_non_maximum", "normalize_logits", "NORMALIZATIONS",
            "NMS_FILLS", "NORMALIZE_OVER"]
 
+#: The values of `method` of :func:`normalize_logits`.
 NORMALIZATIONS = ("softmax", "l1", "zscore")
+#: The values of `fill` of :func:`suppress_non_maximum`.
 NMS_FILLS = ("zero", "min")
+#: The values of `over` of :func:`normalize_logits`.
 NORMALIZE_OVER = ("image", "class")
 
 

@@ -28,6 +28,14 @@ compare with the original ground truth. ``logit_scale`` (40) and
 ``prob_threshold`` define the background rule of the peers: pixels whose
 top ``softmax(logit_scale * score)`` is below ``prob_threshold`` become
 class 0, on datasets with a background class only.
+
+.. rubric:: Examples
+
+>>> from dsolo_sk.protocols import PROTOCOLS, SETTINGS
+>>> SETTINGS
+('paper', 'peers')
+>>> len(PROTOCOLS), PROTOCOLS["voc21", "peers"].inference
+(16, 'slide')
 """
 
 import dataclasses
@@ -39,6 +47,8 @@ from ._validation import IGNORE_INDEX, check_option, check_scalar
 
 __all__ = ["Protocol", "PROTOCOLS", "SETTINGS", "get_protocol"]
 
+#: The two settings of every dataset: whole image (``"paper"``) or sliding
+#: windows (``"peers"``).
 SETTINGS = ("paper", "peers")
 _INFERENCE = ("whole", "slide")
 

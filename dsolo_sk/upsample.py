@@ -5,6 +5,15 @@ Joint bilateral upsampling (Kopf, Cohen, Lischinski and Uyttendaele,
 neighbours of every output pixel by their distance on the grid and by the
 colour difference between the output pixel and the neighbour in the
 guidance image, so that score edges snap to image edges.
+
+.. rubric:: Examples
+
+The accepted values of the ``method`` and ``kernel`` options of
+:func:`upsample_scores`:
+
+>>> from dsolo_sk.upsample import JBU_KERNELS, UPSAMPLINGS
+>>> UPSAMPLINGS, JBU_KERNELS
+(('jbu', 'bilinear', 'nearest'), ('gaussian', 'tent'))
 """
 
 import math
@@ -19,7 +28,10 @@ from ._validation import check_option, check_scalar
 __all__ = ["jbu_operator", "joint_bilateral_upsample", "upsample_scores",
            "UPSAMPLINGS", "JBU_KERNELS"]
 
+#: The values of `method` of :func:`upsample_scores`.
 UPSAMPLINGS = ("jbu", "bilinear", "nearest")
+#: The values of `kernel` of :func:`upsample_scores` (the spatial kernel of
+#: joint bilateral upsampling).
 JBU_KERNELS = ("gaussian", "tent")
 
 

@@ -22,6 +22,17 @@ of the class file (``"person, person in shirt, ..."``). The CLIP extractor
 splits such a name with :func:`split_synonyms` and scores the class by the
 maximum over its synonyms, so several names can stand for one class index
 (the background line of VOC21 and COCO-Object lists stuff names).
+
+.. rubric:: Examples
+
+:data:`DATASETS` and :data:`CLASS_FILES` share their keys:
+
+>>> from dsolo_sk.datasets import CLASS_FILES, DATASETS
+>>> sorted(DATASETS)
+['ade20k', 'cityscapes', 'coco_object', 'coco_stuff', 'context59',
+ 'context60', 'voc20', 'voc21']
+>>> DATASETS["voc21"].__name__, CLASS_FILES["voc21"]
+('VOC21', 'voc21.txt')
 """
 
 from ._benchmarks import (ADE20K, DATASETS, VOC20, VOC21, COCOObject,

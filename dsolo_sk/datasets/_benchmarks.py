@@ -33,6 +33,18 @@ class Sample(NamedTuple):
         RGB image.
     mask : ndarray of shape (H, W), uint8
         Class indices, 255 where the pixel is ignored.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from dsolo_sk.datasets import load_dataset, write_fake_dataset
+    >>> ds = load_dataset("voc21", write_fake_dataset("voc21", tempfile.mkdtemp()))
+    >>> sample = ds[0]
+    >>> type(sample).__name__, sample.id == ds.ids[0]
+    ('Sample', True)
+    >>> sample_id, image, mask = sample
+    >>> image.shape[:2] == mask.shape, image.dtype, mask.dtype
+    (True, dtype('uint8'), dtype('uint8'))
     """
 
     id: str
@@ -96,6 +108,16 @@ def read_label_map(path):
         If the file does not exist.
     ValueError
         If it cannot be decoded or holds colours instead of labels.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from dsolo_sk.datasets import (load_dataset, read_label_map,
+    ...                                write_fake_dataset)
+    >>> ds = load_dataset("voc21", write_fake_dataset("voc21", tempfile.mkdtemp()))
+    >>> labels = read_label_map(ds.mask_path(0))
+    >>> labels.ndim, labels.dtype
+    (2, dtype('uint8'))
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -146,6 +168,19 @@ class SegmentationDataset(Sequence):
     class_names : list of str
         Short names for tables (first synonym, ``"background"`` for a
         background line of stuff names).
+
+    Examples
+    --------
+    The readers of :data:`DATASETS` are its subclasses:
+
+    >>> import tempfile
+    >>> from dsolo_sk.datasets import (ADE20K, SegmentationDataset,
+    ...                                write_fake_dataset)
+    >>> ds = ADE20K(write_fake_dataset("ade20k", tempfile.mkdtemp(), n_images=3))
+    >>> isinstance(ds, SegmentationDataset), len(ds), ds.n_classes
+    (True, 3, 150)
+    >>> [sample.image.shape[2] for sample in ds]
+    [3, 3, 3]
     """
 
     #: Key of the dataset (and of its protocol and class file).

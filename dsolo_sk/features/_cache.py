@@ -37,6 +37,18 @@ class WeightsUnavailableError(OSError):
     """Pretrained weights could be neither downloaded nor found locally.
 
     The message names the weights and says how to pass a local copy.
+
+    Examples
+    --------
+    It is an :class:`OSError`, so one ``except OSError`` also catches a
+    missing local file:
+
+    >>> from dsolo_sk.features import WeightsUnavailableError
+    >>> try:
+    ...     raise WeightsUnavailableError("no weights for 'ViT-B-16'")
+    ... except OSError as exc:
+    ...     print(type(exc).__name__, exc)
+    WeightsUnavailableError no weights for 'ViT-B-16'
     """
 
 
@@ -85,7 +97,25 @@ def load_count(key=None):
 
 
 def clear_model_cache():
-    """Drop every cached model and memoised result to free memory."""
+    """Drop every cached model and memoised result to free memory.
+
+    The next use of a model loads it again (and counts as a new load).
+
+    Examples
+    --------
+    >>> from dsolo_sk.features import clear_model_cache
+    >>> from dsolo_sk.features._cache import get_model, load_count
+    >>> key = ("doctest", "clear_model_cache")
+    >>> before = load_count(key)
+    >>> model = get_model(key, lambda: [1, 2])
+    >>> get_model(key, lambda: [3]) is model
+    True
+    >>> clear_model_cache()
+    >>> get_model(key, lambda: [3])
+    [3]
+    >>> load_count(key) - before
+    2
+    """
     with _LOCK:
         _MODELS.clear()
         _MEMO.clear()

@@ -15,6 +15,14 @@ Text embeddings are prompt ensembles: each template embedding is
 L2-normalised, the embeddings are averaged over the templates and the mean
 is renormalised. A class name holding synonyms separated by commas
 (``"person, man, woman"``) scores the maximum over its synonyms.
+
+.. rubric:: Examples
+
+The default prompt ensemble, ``templates="imagenet"``:
+
+>>> from dsolo_sk.features.clip import IMAGENET_TEMPLATES
+>>> len(IMAGENET_TEMPLATES), IMAGENET_TEMPLATES[0].format("cat")
+(80, 'a bad photo of a cat.')
 """
 
 import difflib
@@ -43,6 +51,12 @@ def _imagenet_templates():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
     return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+
+
+#: The 80 OpenAI ImageNet prompt templates (tuple of str, one ``"{}"`` for
+#: the class name each) used by ``CLIPFeatures(templates="imagenet")``;
+#: read from open_clip on first access.
+IMAGENET_TEMPLATES: tuple  # annotation only: the value comes from __getattr__
 
 
 def __getattr__(name):

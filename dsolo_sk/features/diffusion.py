@@ -63,6 +63,30 @@ class CapturingAttnProcessor:
         Receives ``key -> [sum of (B, Lq, Lk) maps, number of maps]``.
     key : hashable
         Where this processor's maps are accumulated (one key per block).
+
+    Examples
+    --------
+    On a small diffusers ``Attention`` module, the output equals that of
+    its default processor:
+
+    >>> import torch
+    >>> from diffusers.models.attention_processor import Attention
+    >>> from dsolo_sk.features.diffusion import CapturingAttnProcessor
+    >>> _ = torch.manual_seed(0)
+    >>> attn = Attention(query_dim=8, heads=2, dim_head=4)
+    >>> x = torch.randn(1, 6, 8)  # (batch, tokens, channels)
+    >>> with torch.no_grad():
+    ...     expected = attn(x)
+    ...     store = {}
+    ...     attn.set_processor(CapturingAttnProcessor(store, "self"))
+    ...     out = attn(x)
+    >>> torch.allclose(out, expected, atol=1e-6)
+    True
+    >>> probs, count = store["self"]  # head-averaged (B, Lq, Lk) sum
+    >>> tuple(probs.shape), count
+    ((1, 6, 6), 1)
+    >>> torch.allclose(probs.sum(-1), torch.ones(1, 6))
+    True
     """
 
     def __init__(self, store, key):
