@@ -239,3 +239,20 @@ def test_quick_gelu_follows_the_openai_tag():
     assert spec["force_quick_gelu"]
     spec = CLIPFeatures("ViT-B-16", "laion2b_s34b_b88k")._resolve_model()
     assert not spec["force_quick_gelu"]
+
+
+def test_text_embedding_does_not_depend_on_the_other_names(tiny_clip_files):
+    """A name's embedding is bit-identical whether it is encoded alone or
+    with other names (the cache state must not change any result)."""
+    from dsolo_sk.features import CLIPFeatures, clear_model_cache
+
+    clip = CLIPFeatures(model=tiny_clip_files["config"],
+                        pretrained=tiny_clip_files["checkpoint"],
+                        templates=["a photo of a {}.", "{}",
+                                   "a big photograph of the small {} here."])
+    clear_model_cache()
+    alone, _ = clip.text_embeddings(["dog", "x"])
+    clear_model_cache()
+    together, _ = clip.text_embeddings(
+        ["an extraordinarily long class name with many words", "dog", "x"])
+    assert alone[0].tobytes() == together[1].tobytes()

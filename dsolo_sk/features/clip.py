@@ -648,11 +648,18 @@ class CLIPFeatures(BaseEstimator):
                         _cache.memo_get(("clip-text-prompts-encoded",), 0)
                         + len(prompts))
         out = []
+        # each name is encoded in batches of its own prompts only, so its
+        # embedding is bit-identical whichever other names are encoded
+        # with it (the batch shapes, hence the rounding, depend on the name
+        # alone); a resumed evaluation then reproduces an uninterrupted one
+        per = len(templates)
         with torch.inference_mode():
-            for i in range(0, len(prompts), self.text_batch_size):
-                tokens = bundle.tokenizer(prompts[i:i + self.text_batch_size])
-                e = encode_text(bundle.model, tokens.to(bundle.device))
-                out.append(F.normalize(e.float(), dim=-1).cpu())
+            for k in range(len(names)):
+                mine = prompts[k * per:(k + 1) * per]
+                for i in range(0, per, self.text_batch_size):
+                    tokens = bundle.tokenizer(mine[i:i + self.text_batch_size])
+                    e = encode_text(bundle.model, tokens.to(bundle.device))
+                    out.append(F.normalize(e.float(), dim=-1).cpu())
         e = torch.cat(out).reshape(len(names), len(templates), -1).mean(1)
         return F.normalize(e, dim=-1)
 
