@@ -28,6 +28,13 @@ from .transport import (ShiftedKernel, doubly_stochastic_scaling,
 
 __all__ = ["KLDiscrepancy", "TransportPath", "TransportVelocity"]
 
+# the readings each discrepancy offers (the segmenters validate against
+# the same tuples)
+KL_DIRECTIONS = ("reverse", "forward")
+PATH_COSTS = ("linear", "neglog")
+PATH_SCORES = ("potential", "transport", "cost")
+VELOCITY_SCORES = ("state", "weighted", "accumulated", "steps")
+
 
 def _check_distributions(q):
     if sp.issparse(q):
@@ -130,7 +137,7 @@ class KLDiscrepancy(BaseEstimator):
         self.direction = direction
 
     def _validate_params(self):
-        check_option(self.direction, "direction", ("forward", "reverse"))
+        check_option(self.direction, "direction", KL_DIRECTIONS)
 
     def compute(self, q, affinity=None, mass=None):
         """Scores of shape (N, P); `affinity` is ignored.
@@ -187,7 +194,7 @@ def cost_from_affinity(affinity, kind="neglog"):
     array([[0.        , 0.66666667],
            [0.        , 0.        ]])
     """
-    check_option(kind, "cost", ("neglog", "linear"))
+    check_option(kind, "cost", PATH_COSTS)
     if sp.issparse(affinity):
         affinity = affinity.toarray()
     affinity = repair_affinity(affinity)
@@ -262,8 +269,8 @@ class TransportPath(BaseEstimator):
         check_scalar(self.epsilon, "epsilon", min_val=0, include_min=False)
         check_scalar(self.n_iter, "n_iter", target_type=numbers.Integral,
                      min_val=1)
-        check_option(self.cost, "cost", ("neglog", "linear"))
-        check_option(self.score, "score", ("potential", "transport", "cost"))
+        check_option(self.cost, "cost", PATH_COSTS)
+        check_option(self.score, "score", PATH_SCORES)
 
     def compute(self, q, affinity, mass=None):
         """Scores of shape (N, P).
@@ -379,7 +386,7 @@ class TransportVelocity(BaseEstimator):
             check_scalar(getattr(self, name), name,
                          target_type=numbers.Integral, min_val=1)
         check_option(self.score, "score",
-                     ("state", "weighted", "accumulated", "steps"))
+                     VELOCITY_SCORES)
 
     def compute(self, q, affinity, mass=None):
         """Scores of shape (N, P).

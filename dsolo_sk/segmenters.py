@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 from .base import FitFreeMixin
 from ._validation import (check_classes, check_masks, check_option,
                           check_sample_list, check_scalar)
-from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
+from .discrepancy import (KL_DIRECTIONS, PATH_COSTS, PATH_SCORES,
+                          VELOCITY_SCORES, KLDiscrepancy, TransportPath,
+                          TransportVelocity)
 from .features._contract import check_features
 from .metrics import mean_iou
 from .normalization import (NMS_FILLS, NORMALIZATIONS, NORMALIZE_OVER,
@@ -238,12 +240,10 @@ default="state"
             if hasattr(self, name):
                 check_scalar(getattr(self, name), name,
                              target_type=numbers.Integral, min_val=1)
-        for name, options in (("kl_direction", ("reverse", "forward")),
-                              ("path_cost", ("linear", "neglog")),
-                              ("path_score", ("potential", "transport",
-                                              "cost")),
-                              ("velocity_score", ("state", "weighted",
-                                                  "accumulated", "steps"))):
+        for name, options in (("kl_direction", KL_DIRECTIONS),
+                              ("path_cost", PATH_COSTS),
+                              ("path_score", PATH_SCORES),
+                              ("velocity_score", VELOCITY_SCORES)):
             if hasattr(self, name):
                 check_option(getattr(self, name), name, options)
         if self.progress not in (None, True, False):
