@@ -58,6 +58,10 @@ PATH_READINGS = [
     (f"score {s}, cost {c}", dict(path_score=s, path_cost=c))
     for c in ("linear", "neglog") for s in ("potential", "transport", "cost")
 ]
+SINKHORN_ITERS = [
+    (f"{n} iterations, nms fill {fill}", dict(sinkhorn_iter=n, nms_fill=fill))
+    for fill in ("min", "zero") for n in (25, 50, 100, 200, 1000)
+]
 EPSILONS = [(f"epsilon {e}", dict(epsilon=e)) for e in (0.03, 0.1, 0.3, 1.0)]
 VELOCITY_READINGS = [
     (f"score {s}", dict(velocity_score=s))
@@ -170,6 +174,8 @@ def main(argv=None):
         table("path: score and cost", PATH_READINGS, bench, {"mode": "path"},
               rows)
         table("path: epsilon", EPSILONS, bench, {"mode": "path"}, rows)
+        table("path: Sinkhorn iterations", SINKHORN_ITERS, bench,
+              {"mode": "path"}, rows)
         table("velocity: score", VELOCITY_READINGS, bench,
               {"mode": "velocity"}, rows)
         table("velocity: tau", TAUS, bench, {"mode": "velocity"}, rows)
