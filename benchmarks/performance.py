@@ -7,12 +7,17 @@ Run ``python benchmarks/performance.py``. It prints
    the post-processing of one image with P = 784 patches and N = 21 classes
    in each mode (NMS, normalisation, discrepancy, upsampling to 448 x 448,
    argmax), as a share of the forward;
-2. the batched log-domain Sinkhorn of :class:`dsolo_sk.TransportPath`
-   against a per-class loop of :func:`ot.sinkhorn` (same 50 iterations,
-   same cost), with POT's log-domain solver (the like-for-like one, which
-   stays finite for small epsilon) and with its plain solver (which
-   underflows there): the speed ratios and the largest differences
-   between plans;
+2. the batched log-domain Sinkhorn of :class:`dsolo_sk.TransportPath` on
+   the path mode's own problem (NMS fill "min", l1 weights over the image)
+   against a per-class loop of :func:`ot.sinkhorn` with the same 50
+   iterations and cost, with POT's log-domain solver and with its plain
+   solver, for numpy float64, numpy float32 and torch float32: the speed
+   ratios and the L1 distances between plans; what batching can gain at
+   all on the machine (N kernel-vector products against one kernel-matrix
+   product); for each cost, epsilon in {0.1, 0.03, 0.01} and float type,
+   the classes whose plain or batched plan is not finite or lies more than
+   1e-4 (L1) from the float64 log-domain plan; and how far the
+   50-iteration plan lies from the converged one;
 3. the peak memory (resident set size) of segmenting one image with
    P = 4096 patches and N = 171 classes at 1024 x 1024 pixels, in a fresh
    process, next to the same process's size after its imports.
@@ -27,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,50 +84,149 @@ def postprocessing_seconds():
     return out
 
 
-def sinkhorn_comparison():
-    import ot
+def _path_problem():
+    """The transport problem of path mode on one synthetic scene.
 
-    from dsolo_sk import TransportPath
+    The class distributions, masses and cost exactly as
+    :class:`dsolo_sk.DirectSegmenter` (``mode="path"``, defaults) builds
+    them: NMS with the path mode's ``"min"`` fill, l1 weights over the
+    image, classes with mass only.
+    """
     from dsolo_sk.datasets import make_scenes
-    from dsolo_sk.discrepancy import cost_from_affinity
     from dsolo_sk.normalization import normalize_logits, suppress_non_maximum
-    from dsolo_sk.transport import sinkhorn_log_batched
 
     X, _ = make_scenes(n_scenes=1, n_classes=21, image_size=448,
                        random_state=1)
     ds = X[0]
-    logits = ds["logits"].values.reshape(21, -1).astype(np.float64)
-    q, mass = normalize_logits(suppress_non_maximum(logits))
-    q = q[mass > 0]
-    affinity = ds["affinity"].values.astype(np.float64)
-    p = q.shape[1]
-    b = np.full(p, 1.0 / p)
-    reg, n_iter = 0.1, 50
-    cost = cost_from_affinity(affinity, "linear")
+    n = ds.sizes["class"]
+    logits = ds["logits"].values.reshape(n, -1).astype(np.float64)
+    q, mass = normalize_logits(suppress_non_maximum(logits, "min"))
+    keep = mass > 0
+    return q[keep], mass[keep], ds["affinity"].values.astype(np.float64)
 
-    def batched():
-        return TransportPath(epsilon=reg, n_iter=n_iter).compute(q, affinity)
 
-    def loop(method):
-        return [ot.sinkhorn(q[c], b, cost, reg, method=method,
-                            numItermax=n_iter, stopThr=0, warn=False)
-                for c in range(q.shape[0])]
+def _plans(log_u, log_v, cost, reg):
+    return [np.exp(log_u[c][:, None] - cost / reg + log_v[c][None, :])
+            for c in range(log_u.shape[0])]
 
-    t_batched = median_time(batched, 3)
-    t_log = median_time(lambda: loop("sinkhorn_log"), 3)
-    t_plain = median_time(lambda: loop("sinkhorn"), 3)
-    log_u, log_v = sinkhorn_log_batched(q, b, cost, reg, n_iter)
-    ours = [np.exp(log_u[c][:, None] - cost / reg + log_v[c][None, :])
-            for c in range(q.shape[0])]
-    diffs = {m: max(np.abs(o - r).max() for o, r in zip(ours, loop(m)))
-             for m in ("sinkhorn_log", "sinkhorn")}
-    return {"classes": int(q.shape[0]), "patches": p,
-            "batched_s": t_batched, "loop_log_s": t_log,
-            "loop_plain_s": t_plain,
-            "speedup_vs_log": t_log / t_batched,
-            "speedup_vs_plain": t_plain / t_batched,
-            "max_plan_difference_log": float(diffs["sinkhorn_log"]),
-            "max_plan_difference_plain": float(diffs["sinkhorn"])}
+
+def _plan_gap(ours, ref):
+    """Largest over classes of the L1 distance between two plans, and the
+    largest entry-wise difference (plans of one class sum to one)."""
+    l1 = max(float(np.abs(o - r).sum()) for o, r in zip(ours, ref))
+    mx = max(float(np.abs(o - r).max()) for o, r in zip(ours, ref))
+    return l1, mx
+
+
+def sinkhorn_comparison(n_iter=50, reg=0.1):
+    """Batched path mode against a per-class loop of ``ot.sinkhorn``."""
+    import ot
+    import torch
+
+    from dsolo_sk import TransportPath
+    from dsolo_sk.discrepancy import cost_from_affinity
+    from dsolo_sk.transport import sinkhorn_log_batched
+
+    q64, mass64, aff64 = _path_problem()
+    n, p = q64.shape
+    cost64 = cost_from_affinity(aff64, "linear")
+    out = {"classes": int(n), "patches": int(p), "iterations": n_iter,
+           "epsilon": reg, "rows": []}
+
+    backends = {
+        "numpy float64": lambda a: np.asarray(a, dtype=np.float64),
+        "numpy float32": lambda a: np.asarray(a, dtype=np.float32),
+        "torch float32": lambda a: torch.as_tensor(
+            np.asarray(a, dtype=np.float32)),
+    }
+    for name, conv in backends.items():
+        q, mass, aff, cost = (conv(x) for x in (q64, mass64, aff64, cost64))
+        b = conv(np.full(p, 1.0 / p))
+        path = TransportPath(epsilon=reg, n_iter=n_iter)
+
+        def batched():
+            return path.compute(q, aff, mass)
+
+        def loop(method):
+            with np.errstate(divide="ignore"):  # zero weights: plain solver
+                return [ot.sinkhorn(q[c], b, cost, reg, method=method,
+                                    numItermax=n_iter, stopThr=0, warn=False)
+                        for c in range(n)]
+
+        row = {"backend": name, "batched_s": median_time(batched, 5)}
+        log_u, log_v = sinkhorn_log_batched(q, b, cost, reg, n_iter)
+        ours = _plans(*(np.asarray(x, dtype=np.float64)
+                        for x in (log_u, log_v, cost)), reg)
+        for method in ("sinkhorn_log", "sinkhorn"):
+            repeats = 1 if method == "sinkhorn_log" else 5
+            row[f"loop_{method}_s"] = median_time(lambda: loop(method),
+                                                  repeats)
+            ref = [np.asarray(x, dtype=np.float64) for x in loop(method)]
+            row[f"l1_{method}"], row[f"max_{method}"] = _plan_gap(ours, ref)
+        out["rows"].append(row)
+
+    # what batching can gain at all: N products of the kernel with one
+    # vector against one product with the N vectors stacked
+    for dt in (np.float64, np.float32):
+        k = np.exp(-cost64 / reg).astype(dt)
+        w = q64.astype(dt)
+        t_mv = median_time(lambda: [k.T @ w[c] for c in range(n)], 15)
+        t_mm = median_time(lambda: w @ k, 15)
+        out[f"gemv_over_gemm_{np.dtype(dt).name}"] = t_mv / t_mm
+
+    # where POT's plain solver stands in for the log-domain one: classes
+    # whose plain plan is not finite or lies more than 1e-4 (L1) from the
+    # log-domain plan of the same iterations, computed in float64 by
+    # ot.sinkhorn(method="sinkhorn_log")
+    b64 = np.full(p, 1.0 / p)
+    out["validity"] = []
+    for kind in ("linear", "neglog"):
+        c64 = cost_from_affinity(aff64, kind)
+        for eps in (0.1, 0.03, 0.01):
+            with np.errstate(divide="ignore"):  # log of zero weights
+                ref = [ot.sinkhorn(q64[c], b64, c64, eps,
+                                   method="sinkhorn_log", numItermax=n_iter,
+                                   stopThr=0, warn=False)
+                       for c in range(n)]
+            for dt in (np.float64, np.float32):
+                args = [x.astype(dt) for x in (q64, b64, c64)]
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    plain = [np.asarray(ot.sinkhorn(
+                        args[0][c], args[1], args[2], eps, numItermax=n_iter,
+                        stopThr=0, warn=False), dtype=np.float64)
+                        for c in range(n)]
+                lu, lv = sinkhorn_log_batched(*args, eps, n_iter)
+                ours = _plans(lu.astype(np.float64), lv.astype(np.float64),
+                              c64, eps)
+
+                def wrong(plans):
+                    return int(sum(
+                        not np.isfinite(x).all() or np.abs(x - r).sum() > 1e-4
+                        for x, r in zip(plans, ref)))
+
+                out["validity"].append({
+                    "cost": kind, "epsilon": eps,
+                    "dtype": np.dtype(dt).name,
+                    "plain_wrong": wrong(plain), "batched_wrong": wrong(ours),
+                })
+
+    # how far the paper's 50 iterations are from the optimal plan (POT's
+    # plain solver run to convergence; finite for this cost and epsilon)
+    b64 = np.full(p, 1.0 / p)
+    lu, lv = sinkhorn_log_batched(q64, b64, cost64, reg, n_iter)
+    ours = _plans(lu, lv, cost64, reg)
+    conv, iters = [], []
+    with np.errstate(all="ignore"):
+        for c in range(n):
+            plan, log = ot.sinkhorn(q64[c], b64, cost64, reg,
+                                    numItermax=20000, stopThr=1e-10,
+                                    log=True, warn=False)
+            conv.append(plan)
+            iters.append(log["niter"])
+    out["l1_to_converged"], _ = _plan_gap(ours, conv)
+    out["iterations_to_converge"] = [int(min(iters)), int(max(iters))]
+    return out
 
 
 MEMORY_CHILD = r"""
@@ -180,16 +285,40 @@ def main(argv=None):
 
     sk = sinkhorn_comparison()
     res["sinkhorn"] = sk
-    print(f"\n2. Path mode, all {sk['classes']} classes batched (log domain) "
-          f"vs a per-class loop of ot.sinkhorn (P = {sk['patches']}, 50 "
-          "iterations, float64)")
-    print(f"   batched:                         {sk['batched_s']:.4f} s")
-    print(f"   loop, method='sinkhorn_log':     {sk['loop_log_s']:.4f} s = "
-          f"{sk['speedup_vs_log']:.1f} x the batched time; largest plan "
-          f"difference {sk['max_plan_difference_log']:.1e}")
-    print(f"   loop, method='sinkhorn' (plain): {sk['loop_plain_s']:.4f} s = "
-          f"{sk['speedup_vs_plain']:.1f} x; largest plan difference "
-          f"{sk['max_plan_difference_plain']:.1e}")
+    print(f"\n2. Path mode (P = {sk['patches']}, N = {sk['classes']} classes "
+          f"with mass, {sk['iterations']} iterations, epsilon "
+          f"{sk['epsilon']}, linear cost) vs a per-class loop of "
+          "ot.sinkhorn with the same iterations")
+    print(f"   {'backend':<14s} {'batched':>9s} {'loop, sinkhorn_log':>27s} "
+          f"{'loop, sinkhorn (plain)':>27s}   plan L1 gap (log | plain)")
+    for r in sk["rows"]:
+        log_x = r["loop_sinkhorn_log_s"] / r["batched_s"]
+        plain_x = r["loop_sinkhorn_s"] / r["batched_s"]
+        print(f"   {r['backend']:<14s} {r['batched_s']:8.4f}s "
+              f"{r['loop_sinkhorn_log_s']:9.4f}s = {log_x:6.1f} x "
+              f"{r['loop_sinkhorn_s']:9.4f}s = {plain_x:6.1f} x   "
+              f"{r['l1_sinkhorn_log']:.1e} | {r['l1_sinkhorn']:.1e}")
+    print("   largest entry-wise plan difference (numpy float64): "
+          f"{sk['rows'][0]['max_sinkhorn_log']:.1e} (log) | "
+          f"{sk['rows'][0]['max_sinkhorn']:.1e} (plain)")
+    print("   ceiling of batching on this machine: N kernel-vector products "
+          "take "
+          f"{sk['gemv_over_gemm_float64']:.1f} x (float64) and "
+          f"{sk['gemv_over_gemm_float32']:.1f} x (float32) the time of one "
+          "kernel-matrix product")
+    print("   classes (of {}) whose plan is not finite or lies > 1e-4 (L1) "
+          "from ot.sinkhorn(method='sinkhorn_log') in float64:"
+          .format(sk["classes"]))
+    print(f"   {'cost':<7s} {'epsilon':>7s} {'dtype':>8s} {'plain loop':>11s} "
+          f"{'batched':>8s}")
+    for v in sk["validity"]:
+        print(f"   {v['cost']:<7s} {v['epsilon']:7.2f} {v['dtype']:>8s} "
+              f"{v['plain_wrong']:11d} {v['batched_wrong']:8d}")
+    lo, hi = sk["iterations_to_converge"]
+    print(f"   the {sk['iterations']}-iteration plan lies "
+          f"{sk['l1_to_converged']:.1e} (L1, worst class) from the converged "
+          f"plan, which takes {lo}-{hi} iterations (ot.sinkhorn, stopThr "
+          "1e-10)")
 
     print("\n3. Peak memory, P = 4096 patches, N = 171 classes, "
           "1024 x 1024 pixels (fresh process)")
