@@ -242,7 +242,8 @@ class TransportPath(BaseEstimator):
     epsilon : float, default=0.1
         Entropic regularisation.
     n_iter : int, default=50
-        Sinkhorn iterations.
+        Sinkhorn iterations, a fixed count (no tolerance), so that a
+        result never depends on a convergence test.
     cost : {"linear", "neglog"}, default="linear"
         How the cost is built from the affinity.
     score : {"potential", "transport", "cost"}, default="potential"

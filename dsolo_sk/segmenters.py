@@ -77,7 +77,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     epsilon : float, default=0.1
         Entropic regularisation of the path mode.
     sinkhorn_iter : int, default=50
-        Sinkhorn iterations of the path mode.
+        Sinkhorn iterations of the path mode: a fixed count, as in the
+        paper, not a tolerance. With the path mode's ``"min"`` NMS fill the
+        plan is not yet optimal after 50 iterations; on the synthetic
+        benchmark the converged plans score about 2 mIoU lower (see the
+        method page).
     ipf_iter : int, default=15
         Proportional-fitting iterations of the velocity mode.
     max_steps : int, default=100
