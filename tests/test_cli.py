@@ -34,14 +34,6 @@ def test_protocols_command(capsys):
     assert len(rows) == 1 + 16
 
 
-def _require_segmenter():
-    try:
-        from dsolo_sk.features import ColorPositionAffinity  # noqa: F401
-        from dsolo_sk.segmenters import DirectSegmenter  # noqa: F401
-    except ImportError as exc:  # the core lands separately
-        pytest.skip(f"the segmenter is not available: {exc}")
-
-
 @pytest.fixture
 def model_args(tiny_clip_files, tmp_path):
     templates = tmp_path / "templates.txt"
@@ -52,7 +44,6 @@ def model_args(tiny_clip_files, tmp_path):
 
 
 def test_evaluate_command_writes_results(model_args, tmp_path, capsys):
-    _require_segmenter()
     root = write_fake_dataset("ade20k", tmp_path / "data", n_images=3)
     out = tmp_path / "out"
     argv = ["evaluate", "--dataset", "ade20k", "--root", root, "--out",
@@ -86,7 +77,6 @@ def test_evaluate_command_errors_name_the_path(model_args, tmp_path, capsys):
 
 
 def test_segment_command(model_args, tmp_path, capsys):
-    _require_segmenter()
     import xarray as xr
 
     rng = np.random.default_rng(0)
@@ -125,7 +115,6 @@ def test_segment_command_names_an_unreadable_image(model_args, tmp_path,
 
 
 def test_sigterm_stops_the_cli_and_the_rerun_resumes(model_args, tmp_path):
-    _require_segmenter()
     root = write_fake_dataset("cityscapes", tmp_path / "data", n_images=6,
                               size=(40, 80))
     out = tmp_path / "out"

@@ -5,24 +5,18 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("distributed")
-
-from dsolo_sk.datasets import load_dataset, write_fake_dataset  # noqa: E402
-from dsolo_sk.distributed import (evaluate_distributed,  # noqa: E402
-                                  worker_model_loads)
-from dsolo_sk.evaluation import evaluate  # noqa: E402
-from dsolo_sk.protocols import get_protocol  # noqa: E402
+from dsolo_sk.datasets import load_dataset, write_fake_dataset
+from dsolo_sk.distributed import evaluate_distributed, worker_model_loads
+from dsolo_sk.evaluation import evaluate
+from dsolo_sk.protocols import get_protocol
 
 MODE = os.environ.get("DSOLO_SK_TEST_MODE", "velocity")
 
 
 @pytest.fixture
 def segmenter(tiny_clip_files):
-    try:
-        from dsolo_sk.features import CLIPFeatures, ColorPositionAffinity
-        from dsolo_sk.segmenters import DirectSegmenter
-    except ImportError as exc:  # the core lands separately
-        pytest.skip(f"the segmenter is not available: {exc}")
+    from dsolo_sk.features import CLIPFeatures, ColorPositionAffinity
+    from dsolo_sk.segmenters import DirectSegmenter
 
     clip = CLIPFeatures(tiny_clip_files["config"],
                         tiny_clip_files["checkpoint"], device="cpu",

@@ -305,11 +305,8 @@ E2E_MODE = os.environ.get("DSOLO_SK_TEST_MODE", "velocity")
 
 @pytest.fixture(scope="module")
 def direct_segmenter(tiny_clip_files):
-    try:
-        from dsolo_sk.features import CLIPFeatures, ColorPositionAffinity
-        from dsolo_sk.segmenters import DirectSegmenter
-    except ImportError as exc:  # the core lands separately
-        pytest.skip(f"the segmenter is not available: {exc}")
+    from dsolo_sk.features import CLIPFeatures, ColorPositionAffinity
+    from dsolo_sk.segmenters import DirectSegmenter
     clip = CLIPFeatures(tiny_clip_files["config"],
                         tiny_clip_files["checkpoint"], device="cpu",
                         templates=["a photo of a {}."])
