@@ -57,6 +57,15 @@ def _log_spatial(d, sigma, kernel):
     return -0.5 * (d / sigma) ** 2
 
 
+def _axis_tap(q, size, centre, sigma, kernel):
+    """Cell indices `q` on one axis, clamped to the grid, and their log
+    spatial weights, ``-inf`` for cells outside the grid."""
+    inside = (q >= 0) & (q < size)
+    q = q.clamp(0, size - 1)
+    return q, _log_spatial(q - centre, sigma, kernel).masked_fill(
+        ~inside, -math.inf)
+
+
 def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
                  radius=None, kernel="gaussian", dtype=np.float32):
     """The joint bilateral upsampling as a sparse linear operator.
@@ -112,19 +121,12 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     n_taps = (2 * radius) ** 2
     big = H * W * n_taps >= 2 ** 31  # 32-bit sparse indices when they fit
     itype = torch.int64 if big else torch.int32
-    for dy in range(-radius + 1, radius + 1):
-        qy = by + dy
-        vy = (qy >= 0) & (qy < h)
-        qy = qy.clamp(0, h - 1)
-        ly = _log_spatial(qy - cy, sigma_spatial, kernel).masked_fill(
-            ~vy, -math.inf)
+    offsets = range(-radius + 1, radius + 1)
+    taps_y = [_axis_tap(by + d, h, cy, sigma_spatial, kernel) for d in offsets]
+    taps_x = [_axis_tap(bx + d, w, cx, sigma_spatial, kernel) for d in offsets]
+    for qy, ly in taps_y:
         low_y = low.index_select(0, qy)  # (H, w, 3)
-        for dx in range(-radius + 1, radius + 1):
-            qx = bx + dx
-            vx = (qx >= 0) & (qx < w)
-            qx = qx.clamp(0, w - 1)
-            lx = _log_spatial(qx - cx, sigma_spatial, kernel).masked_fill(
-                ~vx, -math.inf)
+        for qx, lx in taps_x:
             diff = low_y.index_select(1, qx) - img
             log_w.append(ly[:, None] + lx[None, :]
                          + inv_r * (diff * diff).sum(-1))
