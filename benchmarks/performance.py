@@ -213,7 +213,6 @@ def sinkhorn_comparison(n_iter=50, reg=0.1):
 
     # how far the paper's 50 iterations are from the optimal plan (POT's
     # plain solver run to convergence; finite for this cost and epsilon)
-    b64 = np.full(p, 1.0 / p)
     lu, lv = sinkhorn_log_batched(q64, b64, cost64, reg, n_iter)
     ours = _plans(lu, lv, cost64, reg)
     conv, iters = [], []
