@@ -74,29 +74,90 @@ def check_classes(classes, *, name="classes"):
 
 
 def check_scalar(value, name, *, target_type=Real, min_val=None,
-                 include_min=True, max_val=None):
+                 include_min=True, max_val=None, include_max=True,
+                 allow_inf=False, unit=None):
     """Check a scalar parameter's type and range; return it unchanged.
+
+    The one check of every numeric parameter of the package. Unlike
+    :func:`sklearn.utils.check_scalar`, NaN is always refused (every
+    comparison with NaN is false, so a range check alone lets it through),
+    and so is an infinite value unless `allow_inf` is true.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The parameter's name, used in error messages.
+    target_type : type or tuple of types, default=numbers.Real
+        Accepted types; bools are refused. ``numbers.Integral`` accepts
+        numpy integers too.
+    min_val, max_val : float, optional
+        Bounds of the allowed range.
+    include_min, include_max : bool, default=True
+        Whether each bound is allowed.
+    allow_inf : bool, default=False
+        Whether ``inf`` (or ``-inf``) is an accepted value.
+    unit : str, optional
+        The unit of the value (for example ``"patches"``), named in the
+        error message.
+
+    Returns
+    -------
+    value : object
+        `value`, unchanged.
 
     Raises
     ------
     TypeError
-        If `value` is not an instance of `target_type` (bools are refused).
+        If `value` is not an instance of `target_type`.
     ValueError
-        If `value` lies outside the allowed range.
+        If `value` is NaN, infinite (unless allowed) or out of range.
+
+    Examples
+    --------
+    >>> from dsolo_sk._validation import check_scalar
+    >>> check_scalar(0.3, "tau", min_val=0, include_min=False)
+    0.3
+    >>> check_scalar(float("nan"), "tau", min_val=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: tau must be a finite number, got nan.
     """
-    if isinstance(value, bool) or not isinstance(value, target_type):
-        kind = "an integer" if target_type is Integral else "a number"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value,
+                                                              target_type):
+        kind = ("an integer" if target_type is Integral
+                or target_type == (int, np.integer) else "a number")
         raise TypeError(
             f"{name} must be {kind}, got {value!r} of type "
             f"{type(value).__name__}."
         )
+    in_unit = f" {unit}" if unit else ""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is not None:
+        if number != number:
+            raise ValueError(f"{name} must be a finite number, got nan.")
+        if not allow_inf and number in (float("inf"), float("-inf")):
+            raise ValueError(
+                f"{name} must be a finite number{in_unit}, got {value!r}."
+            )
     if min_val is not None:
         bad = value < min_val if include_min else value <= min_val
         if bad:
             op = ">=" if include_min else ">"
-            raise ValueError(f"{name} must be {op} {min_val}, got {value!r}.")
-    if max_val is not None and value > max_val:
-        raise ValueError(f"{name} must be <= {max_val}, got {value!r}.")
+            raise ValueError(
+                f"{name} must be {op} {min_val}{in_unit}, got {value!r}."
+            )
+    if max_val is not None:
+        bad = value > max_val if include_max else value >= max_val
+        if bad:
+            op = "<=" if include_max else "<"
+            raise ValueError(
+                f"{name} must be {op} {max_val}{in_unit}, got {value!r}."
+            )
     return value
 
 
