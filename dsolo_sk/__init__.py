@@ -9,11 +9,14 @@ and an argmax.
 """
 
 from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
+from .normalization import LogitNormalizer
 from .segmenters import (DirectSegmenter, TransportPathSegmenter,
                          TransportVelocitySegmenter)
+from .upsample import InterpolationUpsampler, JointBilateralUpsampler
 
 __version__ = "0.1.0.dev0"
 
 __all__ = ["DirectSegmenter", "TransportPathSegmenter",
            "TransportVelocitySegmenter", "KLDiscrepancy", "TransportPath",
-           "TransportVelocity", "__version__"]
+           "TransportVelocity", "LogitNormalizer", "JointBilateralUpsampler",
+           "InterpolationUpsampler", "__version__"]

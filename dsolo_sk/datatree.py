@@ -104,14 +104,14 @@ def gather_datatree(names=None, attrs=None, **variables):
     Examples
     --------
     >>> import numpy as np
-    >>> from dsolo_sk import DirectSegmenter
+    >>> from dsolo_sk import DirectSegmenter, InterpolationUpsampler
     >>> from dsolo_sk.datasets import make_scenes
     >>> from dsolo_sk.datatree import gather_datatree
     >>> X, y = make_scenes(n_scenes=1, n_classes=5, image_size=64,
     ...                    random_state=0)
     >>> X2, y2 = make_scenes(n_scenes=1, n_classes=5, image_size=96,
     ...                      random_state=1)
-    >>> seg = DirectSegmenter(upsample="nearest")
+    >>> seg = DirectSegmenter(upsampler=InterpolationUpsampler("nearest"))
     >>> tree = gather_datatree(
     ...     scores=seg.decision_function(X + X2),
     ...     labels=seg.predict(X + X2), masks=y + y2,

@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator
 from ._validation import check_option, check_scalar
 from .transport import (ShiftedKernel, doubly_stochastic_scaling,
                         lse_matmul, markov_step, repair_affinity,
-                        sinkhorn_log_batched)
+                        sinkhorn_log_batched, sparsify_topk)
 
 __all__ = ["KLDiscrepancy", "TransportPath", "TransportVelocity"]
 
@@ -33,6 +33,7 @@ __all__ = ["KLDiscrepancy", "TransportPath", "TransportVelocity"]
 KL_DIRECTIONS = ("reverse", "forward")
 PATH_COSTS = ("linear", "neglog")
 PATH_SCORES = ("potential", "transport", "cost")
+PATH_BALANCES = ("row", "ipf")
 VELOCITY_SCORES = ("state", "weighted", "accumulated", "steps")
 
 
@@ -133,6 +134,9 @@ class KLDiscrepancy(BaseEstimator):
            [0.   , 0.   , 0.347, 0.347]])
     """
 
+    #: The kl term reads no affinity.
+    requires_affinity = False
+
     def __init__(self, direction="reverse"):
         self.direction = direction
 
@@ -165,11 +169,25 @@ class KLDiscrepancy(BaseEstimator):
         return nx.log(ratio) / p
 
 
-def cost_from_affinity(affinity, kind="neglog"):
+def cost_from_affinity(affinity, kind="neglog", balance="row",
+                       n_iter=15):
     """Transport cost between patches built from an affinity.
 
     The affinity is repaired (:func:`dsolo_sk.transport.repair_affinity`)
-    and row-normalised, :math:`\\hat A_{ij} = A_{ij} / \\sum_k A_{ik}`.
+    and balanced (parameter `balance`):
+
+    - ``"row"``: row-normalised, :math:`\\hat A_{ij} = A_{ij} / \\sum_k
+      A_{ik}`;
+    - ``"ipf"``: scaled to a doubly stochastic matrix
+      :math:`\\hat A = \\mathrm{diag}(r) A \\mathrm{diag}(c)` by
+      iterative proportional fitting
+      (:func:`dsolo_sk.transport.doubly_stochastic_scaling`, `n_iter`
+      iterations). A "sink" patch that every row attends to gets a large
+      column sum, which the column scaling divides away, so the cost is
+      not captured by it; row normalisation keeps the sink as every row's
+      nearest patch.
+
+    Then:
 
     - ``"neglog"``: :math:`C_{ij} = -\\log \\max(\\hat A_{ij}, 10^{-12})`,
       so the Gibbs kernel is :math:`K = \\hat A^{1/\\varepsilon}`.
@@ -181,6 +199,9 @@ def cost_from_affinity(affinity, kind="neglog"):
     affinity : array of shape (P, P)
         Dense or :mod:`scipy.sparse` (densified) non-negative affinity.
     kind : {"neglog", "linear"}, default="neglog"
+    balance : {"row", "ipf"}, default="row"
+    n_iter : int, default=15
+        Iterations of the proportional fitting of ``balance="ipf"``.
 
     Returns
     -------
@@ -195,11 +216,16 @@ def cost_from_affinity(affinity, kind="neglog"):
            [0.        , 0.        ]])
     """
     check_option(kind, "cost", PATH_COSTS)
+    check_option(balance, "balance", PATH_BALANCES)
     if sp.issparse(affinity):
         affinity = affinity.toarray()
     affinity = repair_affinity(affinity)
     nx = get_backend(affinity)
-    a = affinity / nx.sum(affinity, 1)[:, None]
+    if balance == "ipf":
+        r, c = doubly_stochastic_scaling(affinity, n_iter)
+        a = affinity * r[:, None] * c[None, :]
+    else:
+        a = affinity / nx.sum(affinity, 1)[:, None]
     if kind == "neglog":
         return -nx.log(nx.maximum(a, 1e-12 + 0 * a))
     return 1.0 - a / nx.max(a, 1)[:, None]
@@ -248,6 +274,10 @@ class TransportPath(BaseEstimator):
         How the cost is built from the affinity.
     score : {"potential", "transport", "cost"}, default="potential"
         How the per-patch score is read from the plan.
+    balance : {"row", "ipf"}, default="row"
+        How the affinity is balanced before the cost is built (see
+        :func:`cost_from_affinity`): row-normalised, or doubly stochastic
+        by proportional fitting, which is robust to sink patches.
 
     Examples
     --------
@@ -260,18 +290,24 @@ class TransportPath(BaseEstimator):
     """
 
     def __init__(self, epsilon=0.1, n_iter=50, cost="linear",
-                 score="potential"):
+                 score="potential", balance="row"):
         self.epsilon = epsilon
         self.n_iter = n_iter
         self.cost = cost
         self.score = score
+        self.balance = balance
+
+    #: The path needs an affinity between patches.
+    requires_affinity = True
 
     def _validate_params(self):
-        check_scalar(self.epsilon, "epsilon", min_val=0, include_min=False)
+        check_scalar(self.epsilon, "epsilon", min_val=0, include_min=False,
+                     max_val=1e3)
         check_scalar(self.n_iter, "n_iter", target_type=numbers.Integral,
-                     min_val=1)
+                     min_val=1, max_val=100_000)
         check_option(self.cost, "cost", PATH_COSTS)
         check_option(self.score, "score", PATH_SCORES)
+        check_option(self.balance, "balance", PATH_BALANCES)
 
     def compute(self, q, affinity, mass=None):
         """Scores of shape (N, P).
@@ -295,7 +331,7 @@ class TransportPath(BaseEstimator):
         mass = _check_mass(mass, q)
         affinity = _check_affinity(affinity, q.shape[1], "TransportPath")
         nx = get_backend(q)
-        cost = cost_from_affinity(affinity, self.cost)
+        cost = cost_from_affinity(affinity, self.cost, self.balance)
         if sp.issparse(affinity) or type(cost) is not type(q):
             cost = nx.from_numpy(np.asarray(cost), type_as=q)
         cost = cost + 0 * q[:1, :1]  # dtype of q
@@ -362,6 +398,11 @@ class TransportVelocity(BaseEstimator):
         How the per-patch score is read from the chain.
     n_steps : int, default=5
         Steps of the ``"steps"`` baseline.
+    affinity_topk : int, optional
+        Keep only the largest `affinity_topk` entries of each row of a
+        dense affinity (:func:`dsolo_sk.transport.sparsify_topk`, a sparse
+        matrix; numpy only): each step then costs O(k P) instead of
+        O(P^2).
 
     Examples
     --------
@@ -373,21 +414,31 @@ class TransportVelocity(BaseEstimator):
     array([0, 0, 1, 1])
     """
 
+    #: The chain needs an affinity between patches.
+    requires_affinity = True
+
     def __init__(self, tau=0.3, n_iter=15, max_steps=100, score="state",
-                 n_steps=5):
+                 n_steps=5, affinity_topk=None):
         self.tau = tau
         self.n_iter = n_iter
         self.max_steps = max_steps
         self.score = score
         self.n_steps = n_steps
+        self.affinity_topk = affinity_topk
 
     def _validate_params(self):
-        check_scalar(self.tau, "tau", min_val=0, include_min=False)
-        for name in ("n_iter", "max_steps", "n_steps"):
+        check_scalar(self.tau, "tau", min_val=0, include_min=False,
+                     max_val=1e6, unit="(ratio to the uniform level)")
+        for name, top in (("n_iter", 100_000), ("max_steps", 10_000),
+                          ("n_steps", 10_000)):
             check_scalar(getattr(self, name), name,
-                         target_type=numbers.Integral, min_val=1)
+                         target_type=numbers.Integral, min_val=1,
+                         max_val=top)
         check_option(self.score, "score",
                      VELOCITY_SCORES)
+        if self.affinity_topk is not None:
+            check_scalar(self.affinity_topk, "affinity_topk",
+                         target_type=numbers.Integral, min_val=1)
 
     def compute(self, q, affinity, mass=None):
         """Scores of shape (N, P).
@@ -410,6 +461,10 @@ class TransportVelocity(BaseEstimator):
         mass = _check_mass(mass, q)
         affinity = _check_affinity(affinity, q.shape[1], "TransportVelocity")
         nx = get_backend(q)
+        if self.affinity_topk is not None and not sp.issparse(affinity):
+            if nx.__name__ != "numpy":
+                raise TypeError("affinity_topk needs numpy q and affinity.")
+            affinity = sparsify_topk(np.asarray(affinity), self.affinity_topk)
         if sp.issparse(affinity):
             if nx.__name__ != "numpy":
                 raise TypeError("a scipy.sparse affinity needs numpy q.")

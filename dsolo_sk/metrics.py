@@ -10,12 +10,13 @@ selection (``scoring=``).
 .. rubric:: Examples
 
 >>> from sklearn.model_selection import KFold, cross_val_score
->>> from dsolo_sk import DirectSegmenter
+>>> from dsolo_sk import DirectSegmenter, InterpolationUpsampler
 >>> from dsolo_sk.datasets import make_scenes
 >>> from dsolo_sk.metrics import mean_iou_scorer
 >>> X, y = make_scenes(n_scenes=4, n_classes=5, image_size=64,
 ...                    random_state=0)
->>> scores = cross_val_score(DirectSegmenter(upsample="nearest"), X, y,
+>>> seg = DirectSegmenter(upsampler=InterpolationUpsampler("nearest"))
+>>> scores = cross_val_score(seg, X, y,
 ...                          cv=KFold(2), scoring=mean_iou_scorer)
 >>> scores.shape, bool(((scores >= 0) & (scores <= 1)).all())
 ((2,), True)
@@ -211,12 +212,12 @@ def _mean_iou_of_labels(y_true, y_pred, **kwargs):
     Examples
     --------
     >>> from sklearn.model_selection import cross_val_score, KFold
-    >>> from dsolo_sk import DirectSegmenter
+    >>> from dsolo_sk import DirectSegmenter, InterpolationUpsampler
     >>> from dsolo_sk.datasets import make_scenes
     >>> from dsolo_sk.metrics import mean_iou_scorer
     >>> X, y = make_scenes(n_scenes=4, n_classes=5, image_size=64,
     ...                    random_state=0)
-    >>> seg = DirectSegmenter(upsample="nearest")
+    >>> seg = DirectSegmenter(upsampler=InterpolationUpsampler("nearest"))
     >>> scores = cross_val_score(seg, X, y, cv=KFold(2),
     ...                          scoring=mean_iou_scorer, error_score="raise")
     >>> bool(scores[1] == seg.score(X[2:], y[2:]))

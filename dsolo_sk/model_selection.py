@@ -1,6 +1,7 @@
 """Hyperparameter search over segmenters without re-running the models.
 
-A grid search over ``tau``, ``epsilon`` or ``mode`` changes only the cheap
+A grid search over ``discrepancy__tau``, ``discrepancy__epsilon``, the
+discrepancy object itself or ``mode`` changes only the cheap
 post-processing of a :class:`~dsolo_sk.DirectSegmenter`; the expensive part
 is the feature extraction (CLIP and Stable Diffusion forwards). Two tools
 keep it to one forward per image for the whole search:
@@ -416,20 +417,23 @@ def make_segmentation_pipeline(segmenter=None, *, logits=None, affinity=None,
     -------
     pipeline : sklearn.pipeline.Pipeline
         Steps ``"features"`` and ``"segment"``; search parameters are
-        ``segment__tau``, ``features__transformer__logits__short_side``...
+        ``segment__discrepancy__tau``,
+        ``features__transformer__logits__short_side``...
 
     Examples
     --------
     >>> import numpy as np
-    >>> from dsolo_sk import DirectSegmenter
+    >>> from dsolo_sk import DirectSegmenter, InterpolationUpsampler
     >>> from dsolo_sk.model_selection import make_segmentation_pipeline
     >>> class Halves:  # stands in for CLIP
     ...     def compute_logits(self, image, classes):
     ...         x = np.linspace(-1, 1, 4, dtype=np.float32)
     ...         return np.stack([np.tile(x, (4, 1)), np.tile(-x, (4, 1))])
     >>> pipe = make_segmentation_pipeline(
-    ...     DirectSegmenter(mode="kl", upsample="nearest"), logits=Halves(),
-    ...     affinity=False, classes=["left", "right"], progress=False)
+    ...     DirectSegmenter(mode="kl",
+    ...                     upsampler=InterpolationUpsampler("nearest")),
+    ...     logits=Halves(), affinity=False, classes=["left", "right"],
+    ...     progress=False)
     >>> [name for name, _ in pipe.steps]
     ['features', 'segment']
     >>> labels = pipe.predict([np.zeros((32, 32, 3), np.uint8)])
@@ -490,7 +494,7 @@ def cv_results_to_dataset(search, params=None):
         ``split0_test_score``...). Combinations that were not tried are
         NaN; candidates that lack one of `params` are left out, so a grid
         given as a list of dicts (one per mode, say) gives one Dataset per
-        sub-grid: ``cv_results_to_dataset(search, ["mode", "tau"])``.
+        sub-grid: ``cv_results_to_dataset(search, ["discrepancy__tau"])``.
 
     Raises
     ------
@@ -501,19 +505,20 @@ def cv_results_to_dataset(search, params=None):
     Examples
     --------
     >>> from sklearn.model_selection import GridSearchCV, KFold
-    >>> from dsolo_sk import DirectSegmenter
+    >>> from dsolo_sk import TransportVelocity, DirectSegmenter
     >>> from dsolo_sk.datasets import make_scenes
     >>> from dsolo_sk.model_selection import cv_results_to_dataset
     >>> X, y = make_scenes(n_scenes=4, n_classes=5, image_size=64,
     ...                    random_state=0)
     >>> search = GridSearchCV(
-    ...     DirectSegmenter(upsample="nearest"),
-    ...     {"tau": [0.1, 0.3, 1.0], "mode": ["velocity", "kl"]},
+    ...     DirectSegmenter(discrepancy=TransportVelocity()),
+    ...     {"discrepancy__tau": [0.1, 0.3, 1.0],
+    ...      "discrepancy__score": ["state", "steps"]},
     ...     cv=KFold(2), error_score="raise").fit(X, y)
     >>> res = cv_results_to_dataset(search)
     >>> dict(res["mean_test_score"].sizes)
-    {'mode': 2, 'tau': 3}
-    >>> res["tau"].values
+    {'discrepancy.score': 2, 'discrepancy.tau': 3}
+    >>> res["discrepancy.tau"].values
     array([0.1, 0.3, 1. ])
     """
     results = getattr(search, "cv_results_", search)

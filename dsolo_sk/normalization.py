@@ -16,11 +16,13 @@ The accepted values of the ``method``, ``fill`` and ``over`` options:
 """
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
 
-__all__ = ["suppress_non_maximum", "normalize_logits", "NORMALIZATIONS",
-           "NMS_FILLS", "NORMALIZE_OVER"]
+__all__ = ["LogitNormalizer", "suppress_non_maximum", "normalize_logits",
+           "logit_spread", "NORMALIZATIONS", "NMS_FILLS", "NORMALIZE_OVER",
+           "TEMPERATURE_UNITS"]
 
 #: The values of `method` of :func:`normalize_logits`.
 NORMALIZATIONS = ("softmax", "l1", "zscore")
@@ -28,6 +30,46 @@ NORMALIZATIONS = ("softmax", "l1", "zscore")
 NMS_FILLS = ("zero", "min")
 #: The values of `over` of :func:`normalize_logits`.
 NORMALIZE_OVER = ("image", "class")
+#: The values of `temperature_unit` of :class:`LogitNormalizer`.
+TEMPERATURE_UNITS = ("logit", "spread")
+
+
+def logit_spread(logits):
+    """The spatial spread of an image's logits: pooled within-class std.
+
+    .. math::
+
+        \\sigma = \\Big(\\frac{1}{N P} \\sum_{c, i}
+        (L_{ci} - \\bar L_c)^2\\Big)^{1/2},
+        \\qquad \\bar L_c = \\frac1P \\sum_i L_{ci}.
+
+    It is unchanged by a per-class offset and proportional to the logits'
+    scale, so a temperature in units of :math:`\\sigma` makes a softmax
+    over patches invariant to any map :math:`L \\mapsto a L + b_c`
+    (:math:`a > 0`). Where the logits are constant over the image the
+    spread is taken as one.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (N, P)
+        Finite class logits per patch.
+
+    Returns
+    -------
+    spread : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.normalization import logit_spread
+    >>> L = np.array([[0.1, 0.3], [0.5, 0.7]])
+    >>> float(logit_spread(L)), float(logit_spread(100 * L - 3))
+    (0.1, 10.0)
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    centred = logits - logits.mean(axis=1, keepdims=True)
+    spread = float(np.sqrt(np.mean(centred ** 2)))
+    return spread if spread > 0 and np.isfinite(spread) else 1.0
 
 
 def suppress_non_maximum(logits, fill="zero"):
@@ -164,3 +206,114 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
     else:
         mass = (total > 0).astype(np.float64)
     return q, mass
+
+
+class LogitNormalizer(BaseEstimator):
+    """Non-maximum suppression and normalisation of class logits.
+
+    The step of :class:`~dsolo_sk.DirectSegmenter` between the logits and
+    the discrepancy: logits ``L`` of shape (N, P) become class
+    distributions over the patches ``q`` (N, P) and class masses ``m``
+    (N,). First, when `nms` is true, every patch keeps only its winning
+    class's logit (:func:`suppress_non_maximum`, the losers get `nms_fill`);
+    then every class's weights are normalised over the patches
+    (:func:`normalize_logits`):
+
+    .. math::
+
+        q_{ci} = \\frac{w_{ci}}{\\sum_j w_{cj}}, \\qquad
+        m_c = \\frac{\\sum_i w_{ci}}{\\sum_{k,i} w_{ki}}
+        \\ (\\text{over="image"}) \\quad\\text{or}\\quad m_c = 1
+        \\ (\\text{over="class"}),
+
+    with the weights ``w`` of `method` (``"l1"``: the logits shifted by
+    their minimum; ``"softmax"``: :math:`e^{L/T}`; ``"zscore"``:
+    :math:`e^{(L - \\bar L_c)/s_c}`). A class that keeps no weight gets
+    mass zero and is never predicted.
+
+    Parameters
+    ----------
+    nms : bool, default=True
+        Non-maximum suppression over classes before normalisation.
+    nms_fill : {"zero", "min"}, default="zero"
+        What the suppressed entries get: no weight at all (``"zero"``), or
+        their class's smallest logit over the image (``"min"``).
+    method : {"l1", "softmax", "zscore"}, default="l1"
+        The weights.
+    temperature : float, default=0.01
+        Softmax temperature of ``method="softmax"`` (CLIP's is 1/100), in
+        the unit of `temperature_unit`.
+    over : {"image", "class"}, default="image"
+        One distribution over all classes and patches, so that each class
+        has a mass (its share), or one distribution per class.
+    temperature_unit : {"logit", "spread"}, default="logit"
+        ``"logit"``: `temperature` is on the logits' own scale.
+        ``"spread"``: it is a multiple of each image's
+        :func:`logit_spread`, which makes the softmax scale-free.
+
+    See Also
+    --------
+    suppress_non_maximum, normalize_logits : The two steps as functions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk import LogitNormalizer
+    >>> L = np.array([[0.3, 0.2, 0.1], [0.1, 0.4, 0.5]])
+    >>> q, mass = LogitNormalizer(nms=False).normalize(L)
+    >>> q.round(3)
+    array([[0.667, 0.333, 0.   ],
+           [0.   , 0.429, 0.571]])
+    >>> mass.round(3)
+    array([0.3, 0.7])
+    """
+
+    def __init__(self, nms=True, nms_fill="zero", method="l1",
+                 temperature=0.01, over="image", temperature_unit="logit"):
+        self.nms = nms
+        self.nms_fill = nms_fill
+        self.method = method
+        self.temperature = temperature
+        self.over = over
+        self.temperature_unit = temperature_unit
+
+    def _validate_params(self):
+        if not isinstance(self.nms, (bool, np.bool_)):
+            raise TypeError(f"nms must be True or False, got {self.nms!r}.")
+        check_option(self.nms_fill, "nms_fill", NMS_FILLS)
+        check_option(self.method, "method", NORMALIZATIONS)
+        check_scalar(self.temperature, "temperature", min_val=0,
+                     include_min=False)
+        check_option(self.over, "over", NORMALIZE_OVER)
+        check_option(self.temperature_unit, "temperature_unit",
+                     TEMPERATURE_UNITS)
+
+    def normalize(self, logits):
+        """Class distributions and masses of one image's logits.
+
+        Parameters
+        ----------
+        logits : ndarray of shape (N, P)
+            Class logits per patch.
+
+        Returns
+        -------
+        q : ndarray of shape (N, P)
+            Rows sum to one, except rows of classes without mass (zero).
+        mass : ndarray of shape (N,)
+            Class masses; zero for classes that keep no weight.
+        """
+        self._validate_params()
+        logits = np.asarray(logits)
+        if logits.ndim != 2:
+            raise ValueError(
+                f"logits must have shape (n_classes, n_patches), got "
+                f"{logits.shape}."
+            )
+        temperature = self.temperature
+        if self.temperature_unit == "spread":
+            temperature = temperature * logit_spread(logits)
+        if self.nms:
+            logits = suppress_non_maximum(logits, self.nms_fill)
+        return normalize_logits(logits, self.method, temperature,
+                                self.over)

@@ -13,30 +13,71 @@ The pipeline of :class:`DirectSegmenter` for one image:
 5. argmax over classes.
 """
 
-import numbers
-
 import numpy as np
 import xarray as xr
 from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
 from .base import FitFreeMixin
-from ._validation import (check_classes, check_masks, check_option,
-                          check_sample_list, check_scalar)
-from .discrepancy import (KL_DIRECTIONS, PATH_COSTS, PATH_SCORES,
-                          VELOCITY_SCORES, KLDiscrepancy, TransportPath,
-                          TransportVelocity)
+from ._validation import check_classes, check_masks, check_sample_list
+from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
 from .features._contract import check_features
 from .metrics import mean_iou
-from .normalization import (NMS_FILLS, NORMALIZATIONS, NORMALIZE_OVER,
-                            normalize_logits, suppress_non_maximum)
-from .transport import sparsify_topk
-from .upsample import JBU_KERNELS, UPSAMPLINGS, upsample_scores
+from .normalization import LogitNormalizer
+from .upsample import JointBilateralUpsampler
 
 __all__ = ["DirectSegmenter", "TransportPathSegmenter",
            "TransportVelocitySegmenter"]
 
+#: The values of `mode` of :class:`DirectSegmenter`.
 MODES = ("raw", "kl", "path", "velocity")
+
+_BUILTIN = {"kl": KLDiscrepancy, "path": TransportPath,
+            "velocity": TransportVelocity}
+
+
+def _default_parts(kind):
+    """The normaliser, discrepancy and upsampler a method uses by default.
+
+    ``kind`` is a mode name, or ``"custom"`` for a user's discrepancy.
+    """
+    if kind == "raw":
+        return ("passthrough", "passthrough",
+                JointBilateralUpsampler(kernel="gaussian"))
+    if kind == "kl":
+        return (LogitNormalizer(), KLDiscrepancy(),
+                JointBilateralUpsampler(kernel="gaussian"))
+    if kind == "path":
+        return (LogitNormalizer(nms_fill="min"), TransportPath(),
+                JointBilateralUpsampler(kernel="tent"))
+    if kind == "velocity":
+        return (LogitNormalizer(), TransportVelocity(),
+                JointBilateralUpsampler(kernel="tent"))
+    return LogitNormalizer(), None, JointBilateralUpsampler(kernel="tent")
+
+
+def _check_part(part, name, method, example, passthrough=True):
+    """Check a part: ``None``, ``"passthrough"`` or an object with `method`.
+
+    Parts may define a ``_validate_params()`` that checks their parameters;
+    it is called so that a bad value fails before any model loads. Every
+    BaseEstimator also inherits scikit-learn's private ``_validate_params``,
+    which needs ``_parameter_constraints``: that one is not called.
+    """
+    if part is None or (passthrough and isinstance(part, str)
+                        and part == "passthrough"):
+        return part
+    if not callable(getattr(part, method, None)):
+        allowed = "None, 'passthrough' or " if passthrough else "None or "
+        raise TypeError(
+            f"{name} must be {allowed}an object with a {method}() method "
+            f"(for example {example}), got {part!r}."
+        )
+    validate = getattr(type(part), "_validate_params", None)
+    if callable(validate) and validate is not getattr(
+            BaseEstimator, "_validate_params", None):
+        part._validate_params()
+    return part
 
 
 class DirectSegmenter(FitFreeMixin, BaseEstimator):
@@ -47,6 +88,25 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     uniform distribution, then taking the argmax of the upsampled scores
     ("Direct Segmentation without Logits Optimization", CVPR 2026).
 
+    The segmenter composes its steps the way scikit-learn's meta-estimators
+    compose theirs: each step is an object passed as a parameter, with its
+    own parameters and math, tuned as ``discrepancy__tau`` or
+    ``upsampler__sigma_range``. For one image with logits ``L`` (N classes
+    x P patches):
+
+    1. `normalizer` turns ``L`` into class distributions over the patches
+       ``q`` and class masses ``m``
+       (:class:`~dsolo_sk.LogitNormalizer`: non-maximum suppression, then
+       normalisation);
+    2. `discrepancy` scores every class at every patch,
+       ``compute(q, affinity, mass) -> (N, P)``
+       (:class:`~dsolo_sk.TransportVelocity`,
+       :class:`~dsolo_sk.TransportPath`, :class:`~dsolo_sk.KLDiscrepancy`,
+       or a user's own object);
+    3. `upsampler` brings the score maps to the image's resolution
+       (:class:`~dsolo_sk.JointBilateralUpsampler`);
+    4. argmax over classes.
+
     The estimator needs no fitting: :meth:`fit` only validates. It takes
     either feature Datasets (see :mod:`dsolo_sk.features`) or raw images,
     which it turns into features with `extractor` and `affinity`.
@@ -54,226 +114,191 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     Parameters
     ----------
     mode : {"velocity", "path", "kl", "raw"}, default="velocity"
-        The discrepancy. ``"velocity"``: maximum transport velocity of a
-        Markov chain over the affinity (:class:`~dsolo_sk.TransportVelocity`).
-        ``"path"``: the entropic optimal transport path
-        (:class:`~dsolo_sk.TransportPath`). ``"kl"``: the pointwise
-        Kullback-Leibler term (:class:`~dsolo_sk.KLDiscrepancy`), no
-        affinity needed. ``"raw"``: the upsampled logits themselves (the
-        baseline; no suppression or normalisation).
+        The built-in method, with the defaults of its parts (table below);
+        ignored when `discrepancy` is given, which then decides the
+        method. ``"velocity"``: maximum transport velocity of a Markov
+        chain over the affinity. ``"path"``: the entropic optimal transport
+        path. ``"kl"``: the pointwise Kullback-Leibler term, no affinity
+        needed. ``"raw"``: the upsampled logits themselves (the baseline;
+        no suppression, normalisation or discrepancy).
     classes : sequence of str, optional
         Class names used with raw images; synonyms within one class are
         separated by ``", "``. Feature Datasets carry their own.
     extractor : object, optional
-        Logits extractor for raw images; default
+        Logits extractor for raw images, with
+        ``compute_logits(image, classes)``; default
         :class:`~dsolo_sk.features.CLIPFeatures` ``()``.
     affinity : object, optional
-        Affinity extractor for raw images; default
+        Affinity extractor for raw images, with
+        ``compute_affinity(image, grid_shape)``; default
         :class:`~dsolo_sk.features.DiffusionAttention` ``()``. Not used by
-        the ``"raw"`` and ``"kl"`` modes.
-    tau : float, default=0.3
-        Convergence threshold of the velocity mode, on the scale of the
-        ratio ``P q`` to the uniform distribution.
-    epsilon : float, default=0.1
-        Entropic regularisation of the path mode.
-    sinkhorn_iter : int, default=50
-        Sinkhorn iterations of the path mode: a fixed count, as in the
-        paper, not a tolerance. With the path mode's ``"min"`` NMS fill the
-        plan is not yet optimal after 50 iterations; on the synthetic
-        benchmark the converged plans score about 2 mIoU lower (see the
-        method page).
-    ipf_iter : int, default=15
-        Proportional-fitting iterations of the velocity mode.
-    max_steps : int, default=100
-        Cap on the Markov steps of the velocity mode.
-    nms : bool, default=True
-        Non-maximum suppression over classes before normalisation.
-    nms_fill : {"auto", "zero", "min"}, default="auto"
-        What suppressed entries get (see
-        :func:`~dsolo_sk.normalization.suppress_non_maximum`). ``"auto"``
-        is ``"min"`` in the path mode and ``"zero"`` otherwise, the best
-        reading of each mode on the synthetic benchmark.
-    normalization : {"l1", "softmax", "zscore"}, default="l1"
-        How each class becomes a distribution over patches (see
-        :func:`~dsolo_sk.normalization.normalize_logits`).
-    normalize_over : {"image", "class"}, default="image"
-        Whether the weights form one distribution over all classes and
-        patches, so that each class has a mass (its share), or one
-        distribution per class (see
-        :func:`~dsolo_sk.normalization.normalize_logits`).
-    temperature : float, default=0.01
-        Softmax temperature of ``normalization="softmax"``.
-    kl_direction : {"reverse", "forward"}, default="reverse"
-        Pointwise term of the kl mode.
-    path_cost : {"linear", "neglog"}, default="linear"
-        Cost built from the affinity in the path mode.
-    path_score : {"potential", "transport", "cost"}, default="potential"
-        Per-patch reading of the transport plan.
-    velocity_score : {"state", "weighted", "accumulated", "steps"}, \
-default="state"
-        Per-patch reading of the Markov chain.
-    markov_steps : int, default=5
-        Steps of the ``velocity_score="steps"`` baseline.
-    affinity_topk : int, optional
-        Keep only the largest `affinity_topk` entries of each affinity row
-        (a sparse matrix) in the velocity mode: each step then costs
-        O(k P) instead of O(P^2).
-    upsample : {"jbu", "bilinear", "nearest"}, default="jbu"
-        Upsampling of the score maps to the image.
-    sigma_spatial : float, default=1.0
-        Spatial bandwidth of the joint bilateral upsampling, in patches.
-    sigma_range : float, default=0.1
-        Colour bandwidth of the joint bilateral upsampling (colours in
-        [0, 1]).
-    jbu_kernel : {"auto", "gaussian", "tent"}, default="auto"
-        Spatial kernel of the joint bilateral upsampling (see
-        :func:`~dsolo_sk.upsample.joint_bilateral_upsample`). ``"auto"`` is
-        the tent (4 neighbours) in the path and velocity modes and the
-        Gaussian (16 neighbours) otherwise: on the synthetic benchmark the
-        Gaussian gains at most 0.6 mIoU in the transport modes at 3 to 4
-        times the cost, which would take their post-processing past 10 %
-        of a CLIP ViT-B/16 forward, and 2 mIoU in the kl mode, which has
-        that budget to spare.
+        methods that read no affinity (``"raw"``, ``"kl"``).
+    normalizer : object or "passthrough", optional
+        Suppression and normalisation of the logits, with
+        ``normalize(logits) -> (q, mass)``; ``"passthrough"`` hands the
+        logits on unchanged. Default: the method's (table below).
+    discrepancy : object or "passthrough", optional
+        The discrepancy, with ``compute(q, affinity, mass=None) -> (N, P)``
+        (see :ref:`custom-discrepancy`); it decides the method when given.
+        An object whose ``requires_affinity`` attribute is false gets no
+        affinity (``None``). ``"passthrough"`` scores each class by its
+        normalised input: the ratio ``P m_c q_c`` after a normaliser, the
+        logits without one. Default: the method's (table below).
+    upsampler : object, optional
+        Upsampling of the score maps, with
+        ``upsample(scores, image) -> (N, H, W)``. Default: the method's
+        (table below).
     device : str, optional
-        Device of the extractors' models (for example ``"cuda"``); default:
-        the extractors' own.
+        Device of the extractors' models (for example ``"cuda"``), default
+        extractors included; default: the extractors' own.
     dtype : str, optional
-        Floating type of the extractors' models (``"float16"`` on GPU);
-        default: the extractors' own.
+        Floating type of the extractors' models (``"float16"`` on GPU),
+        default extractors included; default: the extractors' own.
     progress : bool or None, default=None
         Progress bar over images; ``None`` shows it on a terminal only.
 
+    Notes
+    -----
+    The parts left at ``None`` are resolved when the segmenter runs (the
+    parameters are never changed):
+
+    .. list-table::
+       :header-rows: 1
+
+       * - method
+         - normalizer
+         - discrepancy
+         - upsampler
+       * - ``velocity``
+         - ``LogitNormalizer()``
+         - ``TransportVelocity()``
+         - ``JointBilateralUpsampler("tent")``
+       * - ``path``
+         - ``LogitNormalizer(nms_fill="min")``
+         - ``TransportPath()``
+         - ``JointBilateralUpsampler("tent")``
+       * - ``kl``
+         - ``LogitNormalizer()``
+         - ``KLDiscrepancy()``
+         - ``JointBilateralUpsampler("gaussian")``
+       * - ``raw``
+         - ``"passthrough"``
+         - ``"passthrough"``
+         - ``JointBilateralUpsampler("gaussian")``
+       * - a user's object
+         - ``LogitNormalizer()``
+         - (given)
+         - ``JointBilateralUpsampler("tent")``
+
+    A given discrepancy of a built-in class selects that class's row; a
+    ``"passthrough"`` discrepancy the ``raw`` row. The choice of each
+    default, with the synthetic benchmark behind it, is on the method page
+    of the documentation.
+
     See Also
     --------
-    TransportPathSegmenter : The path mode with its parameters only.
-    TransportVelocitySegmenter : The velocity mode with its parameters only.
+    TransportPathSegmenter : The path mode, its discrepancy fixed.
+    TransportVelocitySegmenter : The velocity mode, its discrepancy fixed.
 
     Examples
     --------
-    >>> from dsolo_sk import DirectSegmenter
+    >>> from dsolo_sk import DirectSegmenter, TransportVelocity
     >>> from dsolo_sk.datasets import make_scenes
     >>> X, y = make_scenes(n_scenes=2, n_classes=6, image_size=128,
     ...                    random_state=0)
-    >>> seg = DirectSegmenter(mode="velocity")
+    >>> seg = DirectSegmenter(discrepancy=TransportVelocity(tau=0.3))
     >>> labels = seg.predict(X)
     >>> labels[0].shape, labels[0].dtype
     ((128, 128), dtype('int64'))
     >>> 0 <= seg.score(X, y) <= 1
     True
+    >>> sorted(seg.get_params(deep=True))[:4]
+    ['affinity', 'classes', 'device', 'discrepancy']
+    >>> seg.set_params(discrepancy__tau=0.1).discrepancy
+    TransportVelocity(tau=0.1)
     """
 
-    _required_mode = None
-
-    def __init__(self, mode="velocity", classes=None, extractor=None, affinity=None,
-                 tau=0.3, epsilon=0.1, sinkhorn_iter=50, ipf_iter=15,
-                 max_steps=100, nms=True, nms_fill="auto",
-                 normalization="l1", normalize_over="image",
-                 temperature=0.01, kl_direction="reverse",
-                 path_cost="linear", path_score="potential",
-                 velocity_score="state", markov_steps=5, affinity_topk=None,
-                 upsample="jbu", sigma_spatial=1.0, sigma_range=0.1,
-                 jbu_kernel="auto", device=None, dtype=None,
-                 progress=None):
+    def __init__(self, mode="velocity", *, classes=None, extractor=None,
+                 affinity=None, normalizer=None, discrepancy=None,
+                 upsampler=None, device=None, dtype=None, progress=None):
         self.mode = mode
         self.classes = classes
         self.extractor = extractor
         self.affinity = affinity
-        self.tau = tau
-        self.epsilon = epsilon
-        self.sinkhorn_iter = sinkhorn_iter
-        self.ipf_iter = ipf_iter
-        self.max_steps = max_steps
-        self.nms = nms
-        self.nms_fill = nms_fill
-        self.normalization = normalization
-        self.normalize_over = normalize_over
-        self.temperature = temperature
-        self.kl_direction = kl_direction
-        self.path_cost = path_cost
-        self.path_score = path_score
-        self.velocity_score = velocity_score
-        self.markov_steps = markov_steps
-        self.affinity_topk = affinity_topk
-        self.upsample = upsample
-        self.sigma_spatial = sigma_spatial
-        self.sigma_range = sigma_range
-        self.jbu_kernel = jbu_kernel
+        self.normalizer = normalizer
+        self.discrepancy = discrepancy
+        self.upsampler = upsampler
         self.device = device
         self.dtype = dtype
         self.progress = progress
 
     # -- parameters --------------------------------------------------------
 
-    def _get(self, name, default):
-        """A parameter that a fixed-mode subclass may not expose."""
-        return getattr(self, name, default)
-
     @property
-    def _mode(self):
-        return self._required_mode or self.mode
+    def _kind(self):
+        """The method: a mode name, or ``"custom"`` for a user's object."""
+        disc = self.discrepancy
+        if disc is None:
+            return self.mode
+        if isinstance(disc, str) and disc == "passthrough":
+            return "raw"
+        for kind, cls in _BUILTIN.items():
+            if isinstance(disc, cls):
+                return kind
+        return "custom"
 
     def _validate_params(self):
-        check_option(self._mode, "mode", MODES)
-        check_option(self._get("upsample", "jbu"), "upsample", UPSAMPLINGS)
-        check_option(self._get("jbu_kernel", "auto"), "jbu_kernel",
-                     ("auto",) + JBU_KERNELS)
-        check_option(self._get("nms_fill", "auto"), "nms_fill",
-                     ("auto",) + NMS_FILLS)
-        check_option(self._get("normalization", "l1"), "normalization",
-                     NORMALIZATIONS)
-        check_option(self._get("normalize_over", "image"), "normalize_over",
-                     NORMALIZE_OVER)
-        if not isinstance(self._get("nms", True), (bool, np.bool_)):
-            raise TypeError(f"nms must be True or False, got {self.nms!r}.")
-        for name in ("temperature", "sigma_spatial", "sigma_range"):
-            check_scalar(self._get(name, 1.0), name, min_val=0,
-                         include_min=False)
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ValueError(
+                f"mode must be one of {sorted(MODES)}, got {self.mode!r}."
+            )
+        _check_part(self.normalizer, "normalizer", "normalize",
+                    "dsolo_sk.LogitNormalizer()")
+        _check_part(self.discrepancy, "discrepancy", "compute",
+                    "dsolo_sk.TransportVelocity()")
+        _check_part(self.upsampler, "upsampler", "upsample",
+                    "dsolo_sk.JointBilateralUpsampler()", passthrough=False)
+        for name in ("extractor", "affinity"):
+            est = getattr(self, name)
+            method = ("compute_logits" if name == "extractor"
+                      else "compute_affinity")
+            if est is not None and not callable(getattr(est, method, None)):
+                raise TypeError(
+                    f"{name} must be None or an object with a {method}() "
+                    f"method, got {est!r}."
+                )
+        for name in ("device", "dtype"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(
+                    f"{name} must be None or a string, got {value!r}."
+                )
         if self.classes is not None:
             check_classes(self.classes)
-        topk = self._get("affinity_topk", None)
-        if topk is not None:
-            check_scalar(topk, "affinity_topk", target_type=numbers.Integral,
-                         min_val=1)
-        # every parameter is checked, whether the mode reads it or not
-        for name in ("tau", "epsilon"):
-            if hasattr(self, name):
-                check_scalar(getattr(self, name), name, min_val=0,
-                             include_min=False)
-        for name in ("sinkhorn_iter", "ipf_iter", "max_steps",
-                     "markov_steps"):
-            if hasattr(self, name):
-                check_scalar(getattr(self, name), name,
-                             target_type=numbers.Integral, min_val=1)
-        for name, options in (("kl_direction", KL_DIRECTIONS),
-                              ("path_cost", PATH_COSTS),
-                              ("path_score", PATH_SCORES),
-                              ("velocity_score", VELOCITY_SCORES)):
-            if hasattr(self, name):
-                check_option(getattr(self, name), name, options)
         if self.progress not in (None, True, False):
             raise TypeError(
                 f"progress must be True, False or None, got {self.progress!r}."
             )
 
-    def _discrepancy(self):
-        mode = self._mode
-        if mode == "kl":
-            return KLDiscrepancy(direction=self._get("kl_direction",
-                                                     "reverse"))
-        if mode == "path":
-            return TransportPath(epsilon=self.epsilon,
-                                 n_iter=self.sinkhorn_iter,
-                                 cost=self.path_cost, score=self.path_score)
-        if mode == "velocity":
-            return TransportVelocity(tau=self.tau, n_iter=self.ipf_iter,
-                                     max_steps=self.max_steps,
-                                     score=self.velocity_score,
-                                     n_steps=self.markov_steps)
-        return None
+    def _parts(self):
+        """The (normalizer, discrepancy, upsampler) in use, ``None``s
+        resolved to the method's defaults."""
+        kind = self._kind
+        norm, disc, up = _default_parts(kind)
+        if self.normalizer is not None:
+            norm = self.normalizer
+        if self.discrepancy is not None:
+            disc = self.discrepancy
+        if self.upsampler is not None:
+            up = self.upsampler
+        return norm, disc, up
 
     @property
     def _needs_affinity(self):
-        return self._mode in ("path", "velocity")
+        kind = self._kind
+        if kind == "custom":
+            return bool(getattr(self.discrepancy, "requires_affinity", True))
+        return kind in ("path", "velocity")
 
     # -- scikit-learn API --------------------------------------------------
 
@@ -301,27 +326,32 @@ default="state"
     def _feature_extractor(self, classes):
         from .features import FeatureExtractor  # the models load lazily
 
-        params = {}
-        for key in ("device", "dtype"):
-            if getattr(self, key) is not None:
-                params[key] = getattr(self, key)
-        logits = clone(self.extractor) if self.extractor is not None else None
-        affinity = None
+        params = {k: getattr(self, k) for k in ("device", "dtype")
+                  if getattr(self, k) is not None}
+        if self.extractor is not None:
+            logits = clone(self.extractor)
+        else:
+            from .features.clip import CLIPFeatures
+
+            logits = CLIPFeatures()
+        affinity = False
         if self._needs_affinity:
-            affinity = (clone(self.affinity) if self.affinity is not None
-                        else None)
-        fe = FeatureExtractor(logits=logits, affinity=affinity,
-                              classes=list(classes),
-                              progress=self.progress)
-        if not self._needs_affinity:
-            fe.set_params(affinity=False)
-        for part in ("logits", "affinity"):
-            est = getattr(fe, part)
-            if est is not None and est is not False:
-                valid = est.get_params()
+            if self.affinity is not None:
+                affinity = clone(self.affinity)
+            else:
+                from .features.diffusion import DiffusionAttention
+
+                affinity = DiffusionAttention()
+        # device and dtype reach every extractor that takes them, the
+        # default ones included
+        for est in (logits, affinity):
+            if est is not False and hasattr(est, "get_params"):
+                valid = est.get_params(deep=False)
                 est.set_params(**{k: v for k, v in params.items()
                                   if k in valid})
-        return fe
+        return FeatureExtractor(logits=logits, affinity=affinity,
+                                classes=list(classes),
+                                progress=self.progress)
 
     def _features(self, X, classes=None):
         """Turn the input into a list of validated feature Datasets."""
@@ -359,32 +389,40 @@ default="state"
 
     # -- the method ------------------------------------------------------------
 
-    def _patch_scores(self, ds):
+    def _patch_scores(self, ds, parts=None):
         """Per-class scores on the patch grid, shape (N, rows, cols)."""
+        norm, disc, _ = self._parts() if parts is None else parts
         logits = ds["logits"].values.astype(np.float32)
         n, rows, cols = logits.shape
-        if self._mode == "raw":
-            return logits
         flat = logits.reshape(n, rows * cols)
-        if self._get("nms", True):
-            fill = self._get("nms_fill", "auto")
-            if fill == "auto":
-                fill = "min" if self._mode == "path" else "zero"
-            flat = suppress_non_maximum(flat, fill)
-        q, mass = normalize_logits(flat, self._get("normalization", "l1"),
-                                   self._get("temperature", 0.01),
-                                   self._get("normalize_over", "image"))
-        q = q.astype(np.float32)
+        if isinstance(norm, str):  # "passthrough"
+            q, mass = flat, np.ones(n, dtype=np.float32)
+        else:
+            q, mass = norm.normalize(flat)
+            q = np.asarray(q, dtype=np.float32)
+            mass = np.asarray(mass)
+        if isinstance(disc, str):  # "passthrough"
+            if isinstance(norm, str):
+                return logits
+            scores = q * (q.shape[1] * mass)[:, None].astype(np.float32)
+            return scores.astype(np.float32).reshape(n, rows, cols)
         keep = mass > 0
         affinity = None
         if self._needs_affinity:
             affinity = ds["affinity"].values.astype(np.float32)
-            topk = self._get("affinity_topk", None)
-            if topk is not None and self._mode == "velocity":
-                affinity = sparsify_topk(affinity, topk)
-        scores = np.asarray(
-            self._discrepancy().compute(q[keep], affinity, mass[keep]),
-            dtype=np.float32)
+        scores = np.asarray(disc.compute(q[keep], affinity, mass[keep]),
+                            dtype=np.float32)
+        if scores.shape != (int(keep.sum()), rows * cols):
+            raise ValueError(
+                f"the discrepancy {disc!r} returned scores of shape "
+                f"{scores.shape}; expected ({int(keep.sum())}, "
+                f"{rows * cols}), one row per class with mass."
+            )
+        if not np.all(np.isfinite(scores)):
+            raise ValueError(
+                f"the discrepancy {disc!r} returned NaN or infinite scores; "
+                "check its parameters."
+            )
         out = np.empty((n, rows * cols), dtype=np.float32)
         out[keep] = scores
         # a class that keeps no mass is never predicted: its score lies
@@ -392,18 +430,13 @@ default="state"
         out[~keep] = scores.min() - 1.0
         return out.reshape(n, rows, cols)
 
-    def _upsample(self, patch, ds):
-        kernel = self._get("jbu_kernel", "auto")
-        if kernel == "auto":
-            kernel = ("tent" if self._mode in ("path", "velocity")
-                      else "gaussian")
-        return upsample_scores(patch, ds["image"].values,
-                               self._get("upsample", "jbu"),
-                               self._get("sigma_spatial", 1.0),
-                               self._get("sigma_range", 0.1), kernel)
+    def _upsample(self, patch, ds, parts=None):
+        _, _, up = self._parts() if parts is None else parts
+        return np.asarray(up.upsample(patch, ds["image"].values))
 
-    def _score_maps(self, ds):
-        return self._upsample(self._patch_scores(ds), ds)
+    def _score_maps(self, ds, parts=None):
+        parts = self._parts() if parts is None else parts
+        return self._upsample(self._patch_scores(ds, parts), ds, parts)
 
     def _iter(self, feats, desc):
         return tqdm(feats, desc=desc, disable=(None if self.progress is None
@@ -435,7 +468,7 @@ default="state"
             out.append(xr.DataArray(
                 maps, dims=("class", "y", "x"),
                 coords={"class": ds["class"].values}, name="score",
-                attrs={"mode": self._mode}))
+                attrs={"method": self._kind}))
         return out
 
     def predict(self, X, classes=None):
@@ -496,97 +529,88 @@ default="state"
         return mean_iou(masks, pred, n_classes)
 
 
-class TransportPathSegmenter(DirectSegmenter):
+class _FixedMethodMixin:
+    """A :class:`DirectSegmenter` whose discrepancy class is fixed."""
+
+    def _validate_params(self):
+        super()._validate_params()
+        cls = _BUILTIN[self.mode]
+        if self.discrepancy is not None and not isinstance(self.discrepancy,
+                                                           cls):
+            raise TypeError(
+                f"{type(self).__name__} takes a {cls.__name__} as "
+                f"discrepancy (or None), got {self.discrepancy!r}; use "
+                "DirectSegmenter for other discrepancies."
+            )
+
+
+class TransportPathSegmenter(_FixedMethodMixin, DirectSegmenter):
     """:class:`DirectSegmenter` in the optimal transport path mode.
 
-    The same estimator with ``mode="path"`` fixed and only the parameters
-    that this mode reads; see :class:`DirectSegmenter` for their meaning
+    The same estimator with its method fixed: `discrepancy` is a
+    :class:`~dsolo_sk.TransportPath` (default ``TransportPath()``) and
+    there is no `mode`. See :class:`DirectSegmenter` for the parameters
     and :class:`~dsolo_sk.TransportPath` for the math.
 
     Examples
     --------
-    >>> from dsolo_sk import TransportPathSegmenter
+    >>> from dsolo_sk import TransportPath, TransportPathSegmenter
     >>> from dsolo_sk.datasets import make_scenes
     >>> X, y = make_scenes(n_scenes=1, n_classes=5, image_size=96,
     ...                    random_state=0)
-    >>> TransportPathSegmenter(epsilon=0.1).predict(X)[0].shape
+    >>> seg = TransportPathSegmenter(discrepancy=TransportPath(epsilon=0.1))
+    >>> seg.predict(X)[0].shape
     (96, 96)
     """
 
-    _required_mode = "path"
+    mode = "path"
 
-    def __init__(self, classes=None, extractor=None, affinity=None, epsilon=0.1,
-                 sinkhorn_iter=50, path_cost="linear",
-                 path_score="potential", nms=True, nms_fill="auto",
-                 normalization="l1", normalize_over="image",
-                 temperature=0.01, upsample="jbu", sigma_spatial=1.0,
-                 sigma_range=0.1, jbu_kernel="auto", device=None,
-                 dtype=None, progress=None):
+    def __init__(self, *, classes=None, extractor=None, affinity=None,
+                 normalizer=None, discrepancy=None, upsampler=None,
+                 device=None, dtype=None, progress=None):
         self.classes = classes
         self.extractor = extractor
         self.affinity = affinity
-        self.epsilon = epsilon
-        self.sinkhorn_iter = sinkhorn_iter
-        self.path_cost = path_cost
-        self.path_score = path_score
-        self.nms = nms
-        self.nms_fill = nms_fill
-        self.normalization = normalization
-        self.normalize_over = normalize_over
-        self.temperature = temperature
-        self.upsample = upsample
-        self.sigma_spatial = sigma_spatial
-        self.sigma_range = sigma_range
-        self.jbu_kernel = jbu_kernel
+        self.normalizer = normalizer
+        self.discrepancy = discrepancy
+        self.upsampler = upsampler
         self.device = device
         self.dtype = dtype
         self.progress = progress
 
 
-class TransportVelocitySegmenter(DirectSegmenter):
+class TransportVelocitySegmenter(_FixedMethodMixin, DirectSegmenter):
     """:class:`DirectSegmenter` in the maximum transport velocity mode.
 
-    The same estimator with ``mode="velocity"`` fixed and only the
-    parameters that this mode reads; see :class:`DirectSegmenter` for their
-    meaning and :class:`~dsolo_sk.TransportVelocity` for the math.
+    The same estimator with its method fixed: `discrepancy` is a
+    :class:`~dsolo_sk.TransportVelocity` (default
+    ``TransportVelocity()``) and there is no `mode`. See
+    :class:`DirectSegmenter` for the parameters and
+    :class:`~dsolo_sk.TransportVelocity` for the math.
 
     Examples
     --------
-    >>> from dsolo_sk import TransportVelocitySegmenter
+    >>> from dsolo_sk import TransportVelocity, TransportVelocitySegmenter
     >>> from dsolo_sk.datasets import make_scenes
     >>> X, y = make_scenes(n_scenes=1, n_classes=5, image_size=96,
     ...                    random_state=0)
-    >>> TransportVelocitySegmenter(tau=0.3).predict(X)[0].shape
+    >>> seg = TransportVelocitySegmenter(
+    ...     discrepancy=TransportVelocity(tau=0.3))
+    >>> seg.predict(X)[0].shape
     (96, 96)
     """
 
-    _required_mode = "velocity"
+    mode = "velocity"
 
-    def __init__(self, classes=None, extractor=None, affinity=None, tau=0.3,
-                 ipf_iter=15, max_steps=100, velocity_score="state",
-                 markov_steps=5, affinity_topk=None, nms=True,
-                 nms_fill="auto", normalization="l1",
-                 normalize_over="image", temperature=0.01, upsample="jbu",
-                 sigma_spatial=1.0, sigma_range=0.1, jbu_kernel="auto",
+    def __init__(self, *, classes=None, extractor=None, affinity=None,
+                 normalizer=None, discrepancy=None, upsampler=None,
                  device=None, dtype=None, progress=None):
         self.classes = classes
         self.extractor = extractor
         self.affinity = affinity
-        self.tau = tau
-        self.ipf_iter = ipf_iter
-        self.max_steps = max_steps
-        self.velocity_score = velocity_score
-        self.markov_steps = markov_steps
-        self.affinity_topk = affinity_topk
-        self.nms = nms
-        self.nms_fill = nms_fill
-        self.normalization = normalization
-        self.normalize_over = normalize_over
-        self.temperature = temperature
-        self.upsample = upsample
-        self.sigma_spatial = sigma_spatial
-        self.sigma_range = sigma_range
-        self.jbu_kernel = jbu_kernel
+        self.normalizer = normalizer
+        self.discrepancy = discrepancy
+        self.upsampler = upsampler
         self.device = device
         self.dtype = dtype
         self.progress = progress

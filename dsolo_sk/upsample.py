@@ -22,17 +22,21 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
 
-__all__ = ["jbu_operator", "joint_bilateral_upsample", "upsample_scores",
-           "UPSAMPLINGS", "JBU_KERNELS"]
+__all__ = ["JointBilateralUpsampler", "InterpolationUpsampler",
+           "jbu_operator", "joint_bilateral_upsample", "upsample_scores",
+           "UPSAMPLINGS", "JBU_KERNELS", "INTERPOLATIONS"]
 
 #: The values of `method` of :func:`upsample_scores`.
 UPSAMPLINGS = ("jbu", "bilinear", "nearest")
 #: The values of `kernel` of :func:`upsample_scores` (the spatial kernel of
 #: joint bilateral upsampling).
 JBU_KERNELS = ("gaussian", "tent")
+#: The values of `method` of :class:`InterpolationUpsampler`.
+INTERPOLATIONS = ("bilinear", "nearest")
 
 
 def _centres(n_out, n_in, dtype):
@@ -261,3 +265,144 @@ def upsample_scores(scores, guide, method="jbu", sigma_spatial=1.0,
     kw = {"align_corners": False} if method == "bilinear" else {}
     out = F.interpolate(s[None], size=size, mode=method, **kw)[0]
     return out if is_torch else out.numpy()
+
+
+def _check_maps(scores, image):
+    """Validate the (N, h, w) score maps and the (H, W, 3) guide image."""
+    if getattr(scores, "ndim", None) != 3:
+        raise ValueError(
+            "scores must be score maps of shape (n_classes, rows, cols), "
+            f"got shape {getattr(scores, 'shape', None)}."
+        )
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"image must have shape (H, W, 3), got {image.shape}."
+        )
+    return image
+
+
+class JointBilateralUpsampler(BaseEstimator):
+    """Joint bilateral upsampling of score maps, guided by the image.
+
+    The last step of :class:`~dsolo_sk.DirectSegmenter` before the argmax
+    (Kopf et al. 2007). The score of class ``c`` at pixel ``p`` is the
+    average of the grid scores around it, weighted by distance on the grid
+    and by colour similarity to ``p``:
+
+    .. math::
+
+        \\tilde S_c(p) = \\frac{1}{k_p} \\sum_{q \\in \\Omega(p)}
+        S_c(q)\\, w_s(q - p_\\downarrow)\\,
+        \\exp\\Big(-\\frac{\\|I_p - I_\\downarrow(q)\\|^2}
+        {2\\sigma_r^2}\\Big),
+
+    with the spatial weight :math:`w_s` a Gaussian of standard deviation
+    :math:`\\sigma_s` or the separable tent
+    :math:`\\prod_a \\max(0, 1 - |d_a|/\\sigma_s)` (see
+    :func:`joint_bilateral_upsample` for the details).
+
+    Parameters
+    ----------
+    kernel : {"tent", "gaussian"}, default="tent"
+        Spatial kernel: the tent of bilinear interpolation (4 neighbours at
+        the default `sigma_spatial`) or Kopf et al.'s Gaussian (16).
+    sigma_spatial : float, default=1.0
+        Spatial bandwidth, in patches (grid cells), at most 16.
+    sigma_range : float, default=0.1
+        Colour bandwidth, on colours scaled to [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk import JointBilateralUpsampler
+    >>> image = np.zeros((8, 8, 3), np.uint8); image[:, 4:] = 255
+    >>> s = np.array([[[0., 1.], [0., 1.]]])
+    >>> up = JointBilateralUpsampler(sigma_range=0.05).upsample(s, image)
+    >>> up.shape, bool(up[0, :, :4].max() < 0.01)
+    ((1, 8, 8), True)
+    """
+
+    def __init__(self, kernel="tent", sigma_spatial=1.0, sigma_range=0.1):
+        self.kernel = kernel
+        self.sigma_spatial = sigma_spatial
+        self.sigma_range = sigma_range
+
+    def _validate_params(self):
+        check_option(self.kernel, "kernel", JBU_KERNELS)
+        check_scalar(self.sigma_spatial, "sigma_spatial", min_val=0,
+                     include_min=False, max_val=16, unit="patches")
+        check_scalar(self.sigma_range, "sigma_range", min_val=0,
+                     include_min=False, max_val=1e3,
+                     unit="(colours in [0, 1])")
+
+    def upsample(self, scores, image):
+        """Upsample score maps to the image's height and width.
+
+        Parameters
+        ----------
+        scores : array of shape (N, h, w)
+            Score maps on the patch grid (numpy or torch).
+        image : ndarray of shape (H, W, 3), uint8
+            The guide image.
+
+        Returns
+        -------
+        upsampled : array of shape (N, H, W)
+            Same type (numpy or torch) as `scores`.
+        """
+        self._validate_params()
+        image = _check_maps(scores, image)
+        return joint_bilateral_upsample(scores, image, self.sigma_spatial,
+                                        self.sigma_range, kernel=self.kernel)
+
+
+class InterpolationUpsampler(BaseEstimator):
+    """Upsampling of score maps by plain interpolation, ignoring the image.
+
+    Bilinear (``align_corners=False``, each patch's score at its centre)
+    or nearest-neighbour interpolation of the grid scores to the image's
+    height and width: the baseline of :class:`JointBilateralUpsampler`.
+
+    Parameters
+    ----------
+    method : {"bilinear", "nearest"}, default="bilinear"
+        The interpolation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk import InterpolationUpsampler
+    >>> s = np.arange(4, dtype=np.float32).reshape(1, 2, 2)
+    >>> InterpolationUpsampler("nearest").upsample(
+    ...     s, np.zeros((4, 4, 3), np.uint8))[0]
+    array([[0., 0., 1., 1.],
+           [0., 0., 1., 1.],
+           [2., 2., 3., 3.],
+           [2., 2., 3., 3.]], dtype=float32)
+    """
+
+    def __init__(self, method="bilinear"):
+        self.method = method
+
+    def _validate_params(self):
+        check_option(self.method, "method", INTERPOLATIONS)
+
+    def upsample(self, scores, image):
+        """Upsample score maps to the image's height and width.
+
+        Parameters
+        ----------
+        scores : array of shape (N, h, w)
+            Score maps on the patch grid (numpy or torch).
+        image : ndarray of shape (H, W, 3)
+            The image; only its height and width are read.
+
+        Returns
+        -------
+        upsampled : array of shape (N, H, W)
+            Same type (numpy or torch) as `scores`.
+        """
+        self._validate_params()
+        image = _check_maps(scores, image)
+        return upsample_scores(scores, image, self.method)

@@ -33,7 +33,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dsolo_sk import DirectSegmenter
+from dsolo_sk import DirectSegmenter, InterpolationUpsampler, LogitNormalizer
 from dsolo_sk.datasets import make_scenes
 from dsolo_sk.metrics import mean_iou
 
@@ -48,9 +48,10 @@ print(X[0])
 # plot them.
 
 steps = [
-    ("I raw logits", dict(mode="raw", upsample="bilinear")),
-    ("II + KL", dict(mode="kl", nms=False, upsample="bilinear")),
-    ("III + NMS", dict(mode="kl", upsample="bilinear")),
+    ("I raw logits", dict(mode="raw", upsampler=InterpolationUpsampler())),
+    ("II + KL", dict(mode="kl", normalizer=LogitNormalizer(nms=False),
+                     upsampler=InterpolationUpsampler())),
+    ("III + NMS", dict(mode="kl", upsampler=InterpolationUpsampler())),
     ("IV + JBU", dict(mode="kl")),
     ("V path", dict(mode="path")),
     ("VI velocity", dict(mode="velocity")),

@@ -34,7 +34,7 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 
-from dsolo_sk import DirectSegmenter
+from dsolo_sk import DirectSegmenter, TransportPath, TransportVelocity
 from dsolo_sk.datasets import make_scenes
 from dsolo_sk.datatree import gather_datatree
 from dsolo_sk.features import FeatureExtractor
@@ -52,14 +52,18 @@ print(X[0])
 # A grid search on precomputed features
 # -------------------------------------
 #
-# The grid is a list of two sub-grids, one per mode, since :math:`\tau`
-# only matters to the velocity mode and :math:`\varepsilon` only to the
-# path mode. The scorer is the mean IoU of the field (equal to the
-# segmenters' ``score``).
+# The grid is a list of two sub-grids, one per discrepancy: the search
+# chooses the discrepancy object itself, each with its own parameter
+# (:math:`\tau` of :class:`~dsolo_sk.TransportVelocity`,
+# :math:`\varepsilon` of :class:`~dsolo_sk.TransportPath`), tuned as
+# ``discrepancy__tau`` and ``discrepancy__epsilon``. The scorer is the mean
+# IoU of the field (equal to the segmenters' ``score``).
 
 param_grid = [
-    {"mode": ["velocity"], "tau": [0.03, 0.1, 0.3, 1.0, 3.0]},
-    {"mode": ["path"], "epsilon": [0.02, 0.05, 0.1, 0.3, 1.0]},
+    {"discrepancy": [TransportVelocity()],
+     "discrepancy__tau": [0.03, 0.1, 0.3, 1.0, 3.0]},
+    {"discrepancy": [TransportPath()],
+     "discrepancy__epsilon": [0.02, 0.05, 0.1, 0.3, 1.0]},
 ]
 search = GridSearchCV(DirectSegmenter(progress=False), param_grid,
                       cv=KFold(3), scoring=mean_iou_scorer,
@@ -74,9 +78,8 @@ print("best:", search.best_params_, f"mIoU {search.best_score_:.3f}")
 # :func:`~dsolo_sk.model_selection.cv_results_to_dataset` lays the results
 # out with one dimension per searched parameter, one sub-grid at a time.
 
-velocity = cv_results_to_dataset(search, ["mode", "tau"]).sel(
-    mode="velocity")
-path = cv_results_to_dataset(search, ["mode", "epsilon"]).sel(mode="path")
+velocity = cv_results_to_dataset(search, ["discrepancy__tau"])
+path = cv_results_to_dataset(search, ["discrepancy__epsilon"])
 print(velocity[["mean_test_score", "std_test_score"]])
 
 # %%
@@ -126,12 +129,13 @@ pipe = Pipeline([
     ("features", FeatureCache(FeatureExtractor(
         logits=stand_in, affinity=stand_in, classes=classes,
         progress=False))),
-    ("segment", DirectSegmenter(mode="velocity", progress=False)),
+    ("segment", DirectSegmenter(discrepancy=TransportVelocity(),
+                                progress=False)),
 ])
 clear_feature_cache()
 raw_search = GridSearchCV(
-    pipe, {"segment__tau": [0.1, 0.3, 1.0],
-           "segment__epsilon": [0.05, 0.1, 0.5]},
+    pipe, {"segment__discrepancy__tau": [0.1, 0.3, 1.0],
+           "segment__discrepancy__max_steps": [20, 50, 100]},
     cv=KFold(3), error_score="raise").fit(images, y)
 info = feature_cache_info()
 print(f"9 candidates x 3 folds + refit: features computed "
@@ -146,8 +150,9 @@ print("best:", raw_search.best_params_,
 # for one scene.
 
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-for ax, res, dim, label in ((axes[0], velocity, "tau", r"$\tau$ (velocity)"),
-                            (axes[1], path, "epsilon",
+for ax, res, dim, label in ((axes[0], velocity, "discrepancy.tau",
+                             r"$\tau$ (velocity)"),
+                            (axes[1], path, "discrepancy.epsilon",
                              r"$\varepsilon$ (path)")):
     ax.errorbar(res[dim], res["mean_test_score"], res["std_test_score"],
                 marker="o", capsize=3)
@@ -168,7 +173,7 @@ axes[3].imshow(node["labels"], cmap="tab10", vmin=0, vmax=9,
                interpolation="nearest")
 axes[3].contour(node["masks"], levels=np.arange(10) + 0.5, colors="w",
                 linewidths=0.6)
-axes[3].set_title(f"best: {search.best_params_['mode']} "
+axes[3].set_title(f"best: {type(best.discrepancy).__name__} "
                   "(lines: ground truth)")
 for ax in axes[2:]:
     ax.set_axis_off()

@@ -30,7 +30,8 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dsolo_sk import TransportPathSegmenter, TransportVelocitySegmenter
+from dsolo_sk import (TransportPath, TransportPathSegmenter, TransportVelocity,
+                      TransportVelocitySegmenter)
 from dsolo_sk.datasets import make_scenes
 
 X, y = make_scenes(n_scenes=8, n_classes=12, image_size=256, random_state=3)
@@ -72,9 +73,9 @@ plt.show()
 
 epsilons = [0.03, 0.1, 0.3, 1.0]
 taus = [0.03, 0.1, 0.3, 1.0, 3.0]
-miou_eps = [100 * TransportPathSegmenter(epsilon=e, progress=False)
+miou_eps = [100 * path.set_params(discrepancy=TransportPath(epsilon=e))
             .score(X, y) for e in epsilons]
-miou_tau = [100 * TransportVelocitySegmenter(tau=t, progress=False)
+miou_tau = [100 * velocity.set_params(discrepancy=TransportVelocity(tau=t))
             .score(X, y) for t in taus]
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
@@ -93,16 +94,18 @@ plt.show()
 # Time per image
 # --------------
 # Both modes share the cost of one (P x P) affinity per image: Sinkhorn
-# runs ``sinkhorn_iter`` log-domain iterations, the Markov chain at most
-# ``max_steps`` steps, each a product of the (classes x P) state with the
-# affinity. With ``affinity_topk`` the velocity mode keeps only the largest
-# entries of each affinity row (a sparse matrix).
+# runs ``n_iter`` log-domain iterations (``discrepancy__n_iter``), the
+# Markov chain at most ``max_steps`` steps, each a product of the
+# (classes x P) state with the affinity. With ``affinity_topk``
+# :class:`~dsolo_sk.TransportVelocity` keeps only the largest entries of
+# each affinity row (a sparse matrix).
 
 for name, est in (("path", TransportPathSegmenter(progress=False)),
                   ("velocity", TransportVelocitySegmenter(progress=False)),
                   ("velocity, top-32 affinity",
-                   TransportVelocitySegmenter(affinity_topk=32,
-                                              progress=False))):
+                   TransportVelocitySegmenter(
+                       discrepancy=TransportVelocity(affinity_topk=32),
+                       progress=False))):
     t0 = time.perf_counter()
     miou = 100 * est.score(X, y)
     dt = (time.perf_counter() - t0) / len(X)

@@ -103,7 +103,7 @@ def test_velocity_convergence_rule():
     # tau larger than any change: state after one step
     lab, affinity = two_regions(4)
     q = np.eye(p)[:2]
-    big = TransportVelocity(tau=1e9).compute(q, affinity)
+    big = TransportVelocity(tau=1e6).compute(q, affinity)
     small = TransportVelocity(tau=1e-9, max_steps=3, score="state").compute(
         q, affinity)
     steps3 = TransportVelocity(score="steps", n_steps=3).compute(q, affinity)

@@ -8,8 +8,9 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.model_selection import (GridSearchCV, KFold, check_cv,
                                      cross_val_score)
 
-from dsolo_sk import (DirectSegmenter, TransportPathSegmenter,
-                      TransportVelocitySegmenter)
+from dsolo_sk import (DirectSegmenter, InterpolationUpsampler,
+                      TransportPath, TransportPathSegmenter,
+                      TransportVelocity, TransportVelocitySegmenter)
 from dsolo_sk.datasets import make_scenes
 from dsolo_sk.datatree import gather_datatree, scatter_datatree
 from dsolo_sk.metrics import mean_iou, mean_iou_scorer
@@ -31,10 +32,10 @@ def _fold_scores(est, X, y, cv):
 def test_grid_search_velocity_tau_on_features(scenes):
     X, y = scenes
     cv = KFold(2)
-    search = GridSearchCV(DirectSegmenter(mode="velocity"),
-                          {"tau": [0.05, 0.3, 2.0]}, cv=cv,
+    search = GridSearchCV(DirectSegmenter(discrepancy=TransportVelocity()),
+                          {"discrepancy__tau": [0.05, 0.3, 2.0]}, cv=cv,
                           error_score="raise").fit(X, y)
-    assert search.best_params_["tau"] in (0.05, 0.3, 2.0)
+    assert search.best_params_["discrepancy__tau"] in (0.05, 0.3, 2.0)
     scores = search.cv_results_["mean_test_score"]
     assert np.all((scores >= 0) & (scores <= 1))
     # tau matters: the candidates do not all score the same
@@ -42,34 +43,69 @@ def test_grid_search_velocity_tau_on_features(scenes):
     # best_score_ is the mean over the same folds of the refit candidate's
     # own score
     best = search.best_estimator_
-    assert best.get_params()["tau"] == search.best_params_["tau"]
+    assert best.get_params()["discrepancy__tau"] == \
+        search.best_params_["discrepancy__tau"]
     assert search.best_score_ == pytest.approx(
         np.mean(_fold_scores(best, X, y, cv)), abs=1e-12)
     # every candidate's per-split scores are reproduced too
     for k, params in enumerate(search.cv_results_["params"]):
-        est = DirectSegmenter(mode="velocity", **params)
+        est = DirectSegmenter(discrepancy=TransportVelocity(
+            tau=params["discrepancy__tau"]))
         got = [search.cv_results_[f"split{i}_test_score"][k]
                for i in range(2)]
         assert got == pytest.approx(_fold_scores(est, X, y, cv), abs=1e-12)
     # the refit estimator predicts like a fresh one
     np.testing.assert_array_equal(
         best.predict(X[:1])[0],
-        DirectSegmenter(mode="velocity", tau=best.tau).predict(X[:1])[0])
+        DirectSegmenter(discrepancy=TransportVelocity(
+            tau=best.discrepancy.tau)).predict(X[:1])[0])
+
+
+def test_grid_search_chooses_between_discrepancies(scenes):
+    X, y = scenes
+    grid = [{"discrepancy": [TransportPath()],
+             "discrepancy__epsilon": [0.05, 0.1]},
+            {"discrepancy": [TransportVelocity()],
+             "discrepancy__tau": [0.1, 0.3]}]
+    base = DirectSegmenter(discrepancy=TransportVelocity())
+    search = GridSearchCV(base, grid, cv=KFold(2),
+                          error_score="raise").fit(X, y)
+    params = search.cv_results_["params"]
+    assert len(params) == 4
+    kinds = [type(p["discrepancy"]).__name__ for p in params]
+    assert kinds == ["TransportPath"] * 2 + ["TransportVelocity"] * 2
+    # each candidate ran with its own discrepancy's parameter: the scores
+    # equal those of segmenters built by hand
+    for k, p in enumerate(params):
+        disc = clone(p["discrepancy"]).set_params(**{
+            n.split("__")[1]: v for n, v in p.items() if "__" in n})
+        mean = np.mean(_fold_scores(DirectSegmenter(discrepancy=disc), X, y,
+                                    KFold(2)))
+        assert search.cv_results_["mean_test_score"][k] == pytest.approx(
+            mean, abs=1e-12)
+    # the search's base estimator is left as it was
+    assert base.discrepancy.get_params() == TransportVelocity().get_params()
 
 
 def test_grid_search_over_mode_and_epsilon(scenes):
     X, y = scenes
-    grid = [{"mode": ["path"], "epsilon": [0.05, 0.5]},
-            {"mode": ["kl", "raw"]}]
-    search = GridSearchCV(DirectSegmenter(upsample="nearest"), grid,
+    grid = [{"discrepancy": [TransportPath()],
+             "discrepancy__epsilon": [0.05, 0.5]},
+            {"discrepancy": [None], "mode": ["kl", "raw"]}]
+    search = GridSearchCV(
+        DirectSegmenter(upsampler=InterpolationUpsampler("nearest")), grid,
                           cv=KFold(2), error_score="raise").fit(X, y)
     assert len(search.cv_results_["params"]) == 4
     assert not np.any(np.isnan(search.cv_results_["mean_test_score"]))
 
 
 @pytest.mark.parametrize("est, grid", [
-    (TransportPathSegmenter(upsample="nearest"), {"epsilon": [0.05, 0.2]}),
-    (TransportVelocitySegmenter(upsample="nearest"), {"tau": [0.1, 0.5]}),
+    (TransportPathSegmenter(discrepancy=TransportPath(),
+                            upsampler=InterpolationUpsampler("nearest")),
+     {"discrepancy__epsilon": [0.05, 0.2]}),
+    (TransportVelocitySegmenter(discrepancy=TransportVelocity(),
+                                upsampler=InterpolationUpsampler("nearest")),
+     {"discrepancy__tau": [0.1, 0.5]}),
 ])
 def test_grid_search_fixed_mode_segmenters(scenes, est, grid):
     X, y = scenes
@@ -80,7 +116,8 @@ def test_grid_search_fixed_mode_segmenters(scenes, est, grid):
 
 def test_error_score_raise_surfaces_bad_candidates(scenes):
     X, y = scenes
-    search = GridSearchCV(DirectSegmenter(), {"tau": [0.3, -1.0]},
+    search = GridSearchCV(DirectSegmenter(discrepancy=TransportVelocity()),
+                          {"discrepancy__tau": [0.3, -1.0]},
                           cv=KFold(2), error_score="raise")
     with pytest.raises(ValueError, match="tau"):
         search.fit(X, y)
@@ -90,7 +127,7 @@ def test_bare_image_array_refused_in_search(scenes):
     _, y = scenes
     image = np.zeros((64, 64, 3), np.uint8)
     search = GridSearchCV(DirectSegmenter(classes=["a", "b"]),
-                          {"tau": [0.3]}, cv=KFold(2), error_score="raise")
+                          {"mode": ["kl"]}, cv=KFold(2), error_score="raise")
     with pytest.raises(TypeError, match="list"):
         search.fit(image, y[0])
 
@@ -99,8 +136,9 @@ def test_mask_of_wrong_shape_refused(scenes):
     X, y = scenes
     bad = [m[:-1] for m in y]
     with pytest.raises(ValueError, match="shape"):
-        GridSearchCV(DirectSegmenter(upsample="nearest"), {"tau": [0.3]},
-                     cv=KFold(2), error_score="raise").fit(X, bad)
+        GridSearchCV(DirectSegmenter(
+            upsampler=InterpolationUpsampler("nearest")), {"mode": ["kl"]},
+            cv=KFold(2), error_score="raise").fit(X, bad)
 
 
 def test_not_a_classifier_so_folds_are_not_stratified(scenes):
@@ -112,7 +150,7 @@ def test_not_a_classifier_so_folds_are_not_stratified(scenes):
 
 def test_mean_iou_scorer_equals_score(scenes):
     X, y = scenes
-    seg = DirectSegmenter(upsample="nearest")
+    seg = DirectSegmenter(upsampler=InterpolationUpsampler("nearest"))
     assert mean_iou_scorer(seg, X, y) == seg.score(X, y)
     # on a single image with absent classes too
     assert mean_iou_scorer(seg, X[:1], y[:1]) == seg.score(X[:1], y[:1])
@@ -145,15 +183,19 @@ def test_mean_iou_scorer_ignores_255_and_infers_classes():
 def test_cv_results_to_dataset(scenes):
     X, y = scenes
     search = GridSearchCV(
-        DirectSegmenter(mode="path", upsample="nearest"),
-        {"epsilon": [0.05, 0.1, 0.5], "sinkhorn_iter": [5, 20]},
+        DirectSegmenter(discrepancy=TransportPath(),
+                        upsampler=InterpolationUpsampler("nearest")),
+        {"discrepancy__epsilon": [0.05, 0.1, 0.5],
+         "discrepancy__n_iter": [5, 20]},
         cv=KFold(2), error_score="raise").fit(X, y)
     res = cv_results_to_dataset(search)
-    assert res["mean_test_score"].dims == ("epsilon", "sinkhorn_iter")
-    np.testing.assert_array_equal(res["epsilon"], [0.05, 0.1, 0.5])
-    np.testing.assert_array_equal(res["sinkhorn_iter"], [5, 20])
+    assert res["mean_test_score"].dims == ("discrepancy.epsilon",
+                                           "discrepancy.n_iter")
+    np.testing.assert_array_equal(res["discrepancy.epsilon"],
+                                  [0.05, 0.1, 0.5])
+    np.testing.assert_array_equal(res["discrepancy.n_iter"], [5, 20])
     for k, params in enumerate(search.cv_results_["params"]):
-        cell = res.sel(**params)
+        cell = res.sel({n.replace("__", "."): v for n, v in params.items()})
         for name in ("mean_test_score", "split1_test_score",
                      "rank_test_score", "mean_fit_time"):
             assert float(cell[name]) == search.cv_results_[name][k]
@@ -162,12 +204,14 @@ def test_cv_results_to_dataset(scenes):
         res["rank_test_score"] == 1, drop=True)
     assert float(best.max()) == search.best_score_
     # transposed layout, and errors
-    assert cv_results_to_dataset(search, ["sinkhorn_iter", "epsilon"])[
-        "mean_test_score"].dims == ("sinkhorn_iter", "epsilon")
+    assert cv_results_to_dataset(
+        search, ["discrepancy__n_iter", "discrepancy__epsilon"])[
+        "mean_test_score"].dims == ("discrepancy.n_iter",
+                                    "discrepancy.epsilon")
     with pytest.raises(ValueError, match="share the values"):
-        cv_results_to_dataset(search, ["epsilon"])
+        cv_results_to_dataset(search, ["discrepancy__epsilon"])
     with pytest.raises(ValueError, match="not searched"):
-        cv_results_to_dataset(search, ["tau"])
+        cv_results_to_dataset(search, ["discrepancy__tau"])
     with pytest.raises(TypeError, match="fitted search"):
         cv_results_to_dataset(DirectSegmenter())
 
@@ -200,7 +244,7 @@ def test_gather_datatree_differently_sized_batch():
     big, y_big = make_scenes(n_scenes=1, n_classes=5, image_size=64,
                              random_state=1)
     X, y = small + big, y_small + y_big
-    seg = DirectSegmenter(upsample="nearest")
+    seg = DirectSegmenter(upsampler=InterpolationUpsampler("nearest"))
     scores = seg.decision_function(X)
     labels = seg.predict(X)
     tree = gather_datatree(

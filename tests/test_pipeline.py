@@ -21,7 +21,8 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from dsolo_sk import DirectSegmenter
+from dsolo_sk import (DirectSegmenter, InterpolationUpsampler, TransportPath,
+                      TransportVelocity)
 from dsolo_sk.datasets import make_scenes
 from dsolo_sk.features import (CLIPFeatures, ColorPositionAffinity,
                                FeatureExtractor)
@@ -75,7 +76,9 @@ def raw_scenes():
 
 def _counting_pipeline(classes, **kwargs):
     return make_segmentation_pipeline(
-        DirectSegmenter(upsample="bilinear"), logits=CountingLogits(),
+        DirectSegmenter(discrepancy=TransportVelocity(),
+                        upsampler=InterpolationUpsampler()),
+        logits=CountingLogits(),
         affinity=affinity(), classes=classes, progress=False, **kwargs)
 
 
@@ -107,14 +110,16 @@ def test_nested_params(raw_scenes):
     _, _, classes = raw_scenes
     pipe = _counting_pipeline(classes)
     params = pipe.get_params()
-    for name in ("segment__tau", "segment__mode",
+    for name in ("segment__discrepancy__tau", "segment__mode",
+                 "segment__upsampler__method",
                  "features__transformer__classes",
                  "features__transformer__logits__grid", "features__memory"):
         assert name in params
-    pipe.set_params(segment__tau=0.7, features__transformer__logits__grid=2)
-    assert pipe.named_steps["segment"].tau == 0.7
+    pipe.set_params(segment__discrepancy__tau=0.7,
+                    features__transformer__logits__grid=2)
+    assert pipe.named_steps["segment"].discrepancy.tau == 0.7
     assert pipe.named_steps["features"].transformer.logits.grid == 2
-    assert clone(pipe).get_params()["segment__tau"] == 0.7
+    assert clone(pipe).get_params()["segment__discrepancy__tau"] == 0.7
 
 
 def _fold_scores(est, X, y, cv):
@@ -127,15 +132,17 @@ def test_grid_search_extracts_each_image_once(raw_scenes):
     images, y, classes = raw_scenes
     clear_feature_cache()
     CALLS.clear()
-    grid = {"segment__tau": [0.1, 0.3, 1.0], "segment__epsilon": [0.05, 0.5],
-            "segment__mode": ["velocity", "path"]}
+    grid = [{"segment__discrepancy": [TransportVelocity()],
+             "segment__discrepancy__tau": [0.1, 0.3, 1.0]},
+            {"segment__discrepancy": [TransportPath()],
+             "segment__discrepancy__epsilon": [0.05, 0.5]}]
     cv = KFold(2)
     search = GridSearchCV(_counting_pipeline(classes), grid, cv=cv,
                           error_score="raise").fit(images, y)
-    # 12 candidates x 2 folds (fit + score) + the refit: one forward each
+    # 5 candidates x 2 folds (fit + score) + the refit: one forward each
     assert len(CALLS) == N_IMAGES
     assert feature_cache_info()["misses"] == N_IMAGES
-    assert feature_cache_info()["hits"] > 12 * N_IMAGES
+    assert feature_cache_info()["hits"] > 5 * N_IMAGES
     best = search.best_estimator_
     assert search.best_score_ == pytest.approx(
         np.mean(_fold_scores(best, images, y, cv)), abs=1e-12)
@@ -143,8 +150,9 @@ def test_grid_search_extracts_each_image_once(raw_scenes):
     feats = FeatureExtractor(logits=CountingLogits(), affinity=affinity(),
                              classes=classes, progress=False).transform(images)
     on_feats = GridSearchCV(
-        DirectSegmenter(upsample="bilinear"),
-        {k.split("__")[1]: v for k, v in grid.items()}, cv=cv,
+        DirectSegmenter(upsampler=InterpolationUpsampler()),
+        [{k[len("segment__"):]: v for k, v in sub.items()} for sub in grid],
+        cv=cv,
         error_score="raise").fit(feats, y)
     np.testing.assert_allclose(on_feats.cv_results_["mean_test_score"],
                                search.cv_results_["mean_test_score"],
@@ -157,10 +165,12 @@ def test_pipeline_memory_alone_recomputes_validation_features(raw_scenes,
     score on the validation fold extracts again. This is why the feature
     step is a FeatureCache."""
     images, y, classes = raw_scenes
-    grid = {"segment__tau": [0.1, 0.3, 1.0]}
+    grid = {"segment__discrepancy__tau": [0.1, 0.3, 1.0]}
     CALLS.clear()
     plain = make_segmentation_pipeline(
-        DirectSegmenter(upsample="bilinear"), logits=CountingLogits(),
+        DirectSegmenter(discrepancy=TransportVelocity(),
+                        upsampler=InterpolationUpsampler()),
+        logits=CountingLogits(),
         affinity=affinity(), classes=classes, progress=False, cache=False,
         memory=str(tmp_path))
     assert isinstance(plain.named_steps["features"], FeatureExtractor)
@@ -183,12 +193,13 @@ def test_grid_search_pipeline_with_tiny_clip(raw_scenes, tiny_clip):
     images, y, classes = raw_scenes
     clear_feature_cache()
     pipe = make_segmentation_pipeline(
-        DirectSegmenter(mode="velocity"), logits=tiny_clip,
+        DirectSegmenter(discrepancy=TransportVelocity()), logits=tiny_clip,
         affinity=affinity(), classes=classes, progress=False)
     pipe.predict(images[:1])  # loads the model (once per process)
     loads = load_count()
     cv = KFold(2)
-    search = GridSearchCV(pipe, {"segment__tau": [0.05, 0.3, 1.5]}, cv=cv,
+    search = GridSearchCV(pipe, {"segment__discrepancy__tau": [0.05, 0.3,
+                                                               1.5]}, cv=cv,
                           error_score="raise").fit(images, y)
     assert load_count() == loads  # no clone reloaded the weights
     assert feature_cache_info()["misses"] == N_IMAGES
@@ -209,22 +220,24 @@ def test_clone_of_segmenter_with_loaded_model_copies_no_weights(
     clip = CLIPFeatures(tiny_clip_files["config"], str(ckpt), short_side=32,
                         templates=["a photo of a {}."], device="cpu")
     seg = DirectSegmenter(extractor=clip, affinity=affinity(),
-                          classes=classes, progress=False)
+                          discrepancy=TransportVelocity(), classes=classes,
+                          progress=False)
     before = load_count()
     first = seg.predict(images[:1])
     assert load_count() == before + 1
     size = len(pickle.dumps(seg))
     for other in (clone(seg), copy.deepcopy(seg),
                   pickle.loads(pickle.dumps(seg)),
-                  clone(seg).set_params(tau=0.5)):
+                  clone(seg).set_params(discrepancy__tau=0.5)):
         assert len(pickle.dumps(other)) == pytest.approx(size, abs=64)
         np.testing.assert_array_equal(
-            other.set_params(tau=0.3).predict(images[:1])[0], first[0])
+            other.set_params(discrepancy__tau=0.3).predict(images[:1])[0],
+            first[0])
     assert load_count() == before + 1
     assert size < 20_000  # parameters only, no weights
     # a search straight on the segmenter (features recomputed per
     # candidate, as there is no cache step) still loads nothing
-    GridSearchCV(seg, {"tau": [0.1, 0.3]}, cv=KFold(2),
+    GridSearchCV(seg, {"discrepancy__tau": [0.1, 0.3]}, cv=KFold(2),
                  error_score="raise").fit(images, y)
     assert load_count() == before + 1
 
@@ -409,7 +422,8 @@ class _UserLogits(BaseEstimator):
 
 def test_extractor_accepts_user_estimators_without_validate_params():
     pipe = make_segmentation_pipeline(
-        DirectSegmenter(mode="kl", upsample="nearest"), logits=_UserLogits(),
+        DirectSegmenter(mode="kl",
+                        upsampler=InterpolationUpsampler("nearest")), logits=_UserLogits(),
         affinity=False, classes=["a", "b"], progress=False)
     GridSearchCV(pipe, {"features__transformer__logits__scale": [1.0, 2.0]},
                  cv=KFold(2), error_score="raise").fit(
@@ -426,7 +440,8 @@ def test_blank_image_through_pipeline(mode):
                              for k in range(len(classes))])
 
     pipe = make_segmentation_pipeline(
-        DirectSegmenter(mode=mode, upsample="nearest"), logits=Flat(),
+        DirectSegmenter(mode=mode,
+                        upsampler=InterpolationUpsampler("nearest")), logits=Flat(),
         affinity=affinity(), classes=["a", "b"], progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)

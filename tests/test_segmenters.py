@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dsolo_sk import (DirectSegmenter, TransportPathSegmenter,
-                      TransportVelocitySegmenter)
+from dsolo_sk import (DirectSegmenter, InterpolationUpsampler,
+                      JointBilateralUpsampler, KLDiscrepancy, LogitNormalizer,
+                      TransportPath, TransportPathSegmenter,
+                      TransportVelocity, TransportVelocitySegmenter)
 from dsolo_sk.datasets import make_scenes
 from dsolo_sk.features import from_arrays
 
@@ -24,12 +26,13 @@ def small():
 
 def test_ablation_shape_on_generated_scenes(scenes):
     X, y = scenes
-    raw = DirectSegmenter(mode="raw", upsample="bilinear").score(X, y)
+    raw = DirectSegmenter(mode="raw",
+                          upsampler=InterpolationUpsampler()).score(X, y)
     kl_jbu = DirectSegmenter(mode="kl").score(X, y)
     path = DirectSegmenter(mode="path").score(X, y)
     vel = DirectSegmenter(mode="velocity").score(X, y)
-    plain = DirectSegmenter(mode="velocity", velocity_score="steps").score(
-        X, y)
+    plain = DirectSegmenter(
+        discrepancy=TransportVelocity(score="steps")).score(X, y)
     assert kl_jbu > raw
     assert path > raw + 0.15
     assert vel > raw + 0.15
@@ -90,27 +93,153 @@ def test_sparse_topk_equals_dense_when_nothing_dropped(small):
     X, _ = small
     p = X[0].sizes["patch"]
     a = DirectSegmenter(mode="velocity").decision_function(X)
-    b = DirectSegmenter(mode="velocity",
-                        affinity_topk=p).decision_function(X)
+    b = DirectSegmenter(discrepancy=TransportVelocity(
+        affinity_topk=p)).decision_function(X)
     for u, v in zip(a, b):
         np.testing.assert_allclose(u.values, v.values, rtol=1e-4, atol=1e-5)
 
 
-def test_fixed_mode_segmenters_expose_their_parameters_only(small):
+def test_fixed_mode_segmenters_fix_their_discrepancy(small):
     X, _ = small
-    path = TransportPathSegmenter(epsilon=0.2)
-    vel = TransportVelocitySegmenter(tau=0.5)
-    assert "mode" not in path.get_params() and "tau" not in path.get_params()
-    assert "epsilon" not in vel.get_params()
-    assert "mode" not in vel.get_params()
+    path = TransportPathSegmenter(discrepancy=TransportPath(epsilon=0.2))
+    vel = TransportVelocitySegmenter(discrepancy=TransportVelocity(tau=0.5))
+    for seg in (path, vel):
+        assert "mode" not in seg.get_params()
+    assert path.get_params()["discrepancy__epsilon"] == 0.2
     np.testing.assert_array_equal(
         path.predict(X)[0],
-        DirectSegmenter(mode="path", epsilon=0.2).predict(X)[0])
+        DirectSegmenter(discrepancy=TransportPath(epsilon=0.2)).predict(X)[0])
     np.testing.assert_array_equal(
         vel.predict(X)[0],
-        DirectSegmenter(mode="velocity", tau=0.5).predict(X)[0])
+        DirectSegmenter(mode="velocity",
+                        discrepancy=TransportVelocity(tau=0.5)).predict(X)[0])
+    # the default discrepancy of each is its own method's
+    np.testing.assert_array_equal(TransportPathSegmenter().predict(X)[0],
+                                  DirectSegmenter(mode="path").predict(X)[0])
     with pytest.raises(ValueError):
         path.set_params(mode="velocity")
+    with pytest.raises(TypeError, match="TransportPath"):
+        TransportPathSegmenter(discrepancy=TransportVelocity()).predict(X)
+
+
+# -- composition -------------------------------------------------------------
+
+
+def test_few_parameters_and_none_shared_with_the_parts():
+    seg = DirectSegmenter(normalizer=LogitNormalizer(),
+                          discrepancy=TransportVelocity(),
+                          upsampler=JointBilateralUpsampler())
+    own = seg.get_params(deep=False)
+    assert len(own) <= 12
+    deep = seg.get_params(deep=True)
+    part_names = {k.split("__", 1)[1] for k in deep if "__" in k}
+    assert not part_names & set(own)
+    for name in ("discrepancy__tau", "normalizer__nms_fill",
+                 "upsampler__sigma_range"):
+        assert name in deep
+
+
+def test_given_discrepancy_decides_the_method(small):
+    X, _ = small
+    # mode is ignored when a discrepancy is given
+    a = DirectSegmenter(mode="kl", discrepancy=TransportPath()).predict(X)
+    b = DirectSegmenter(mode="path").predict(X)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    # a "passthrough" discrepancy is the raw method
+    a = DirectSegmenter(discrepancy="passthrough").decision_function(X)
+    b = DirectSegmenter(mode="raw").decision_function(X)
+    np.testing.assert_array_equal(a[0].values, b[0].values)
+    assert a[0].attrs["method"] == "raw"
+
+
+def test_parts_change_the_result_as_their_parameters_say(small):
+    X, _ = small
+    base = DirectSegmenter(mode="kl").decision_function(X)[0].values
+    nearest = DirectSegmenter(
+        mode="kl", upsampler=InterpolationUpsampler("nearest")
+    ).decision_function(X)[0].values
+    assert not np.array_equal(base, nearest)
+    # nearest-neighbour maps are constant over each 16 x 16 patch
+    assert np.all(nearest[:, :16, :16] == nearest[:, :1, :1])
+    forward = DirectSegmenter(discrepancy=KLDiscrepancy("forward"))
+    assert not np.array_equal(forward.decision_function(X)[0].values, base)
+    no_nms = DirectSegmenter(mode="kl", normalizer=LogitNormalizer(nms=False))
+    assert not np.array_equal(no_nms.decision_function(X)[0].values, base)
+
+
+class _Smoothed:
+    """A user discrepancy: the class ratio averaged over the affinity."""
+
+    def __init__(self, weight=1.0):
+        self.weight = weight
+
+    def get_params(self, deep=True):
+        return {"weight": self.weight}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def compute(self, q, affinity, mass=None):
+        a = affinity / affinity.sum(1, keepdims=True)
+        f = q * q.shape[1] * (1 if mass is None else mass[:, None])
+        return f + self.weight * f @ a.T
+
+
+def test_user_discrepancy_plugs_in_and_gets_the_affinity(small):
+    X, y = small
+    seg = DirectSegmenter(discrepancy=_Smoothed(0.5))
+    labels = seg.predict(X)
+    assert labels[0].shape == y[0].shape
+    assert seg.decision_function(X)[0].attrs["method"] == "custom"
+    assert 0 <= seg.score(X, y) <= 1
+    # nested parameters of a user object are routed too
+    assert seg.set_params(discrepancy__weight=2.0).discrepancy.weight == 2.0
+
+
+def test_user_discrepancy_without_affinity_gets_none():
+    class NoAffinity(_Smoothed):
+        requires_affinity = False
+
+        def compute(self, q, affinity, mass=None):
+            assert affinity is None
+            return q * mass[:, None]
+
+    logits, _, image, classes = _arrays()
+    ds = from_arrays(logits, None, image, classes)
+    assert DirectSegmenter(discrepancy=NoAffinity()).predict([ds])[0].shape \
+        == (32, 32)
+
+
+def test_bad_user_discrepancy_output_is_an_error(small):
+    X, _ = small
+
+    class Wrong(_Smoothed):
+        def compute(self, q, affinity, mass=None):
+            return q[:, :3]
+
+    class Nan(_Smoothed):
+        def compute(self, q, affinity, mass=None):
+            return q * np.nan
+
+    with pytest.raises(ValueError, match="shape"):
+        DirectSegmenter(discrepancy=Wrong()).predict(X)
+    with pytest.raises(ValueError, match="NaN"):
+        DirectSegmenter(discrepancy=Nan()).predict(X)
+
+
+@pytest.mark.parametrize("params,match", [
+    (dict(discrepancy=object()), "compute"),
+    (dict(normalizer=TransportPath()), "normalize"),
+    (dict(upsampler="passthrough"), "upsample"),
+    (dict(discrepancy="skip"), "compute"),
+])
+def test_parts_without_their_method_are_refused(params, match):
+    ds = from_arrays(*_arrays())
+    with pytest.raises(TypeError, match=match):
+        DirectSegmenter(**params).predict([ds])
 
 
 # -- bad input ---------------------------------------------------------------
@@ -172,20 +301,37 @@ def test_missing_affinity_in_a_mode_that_needs_one():
 
 @pytest.mark.parametrize("params,err,match", [
     (dict(mode="fast"), ValueError, "mode"),
-    (dict(tau=0), ValueError, "tau"),
-    (dict(tau=-0.3), ValueError, "tau"),
-    (dict(epsilon=0), ValueError, "epsilon"),
-    (dict(epsilon=-1e-3), ValueError, "epsilon"),
-    (dict(upsample="cubic"), ValueError, "upsample"),
-    (dict(normalization="max"), ValueError, "normalization"),
-    (dict(sinkhorn_iter=0), ValueError, "sinkhorn_iter"),
-    (dict(ipf_iter=1.5), TypeError, "ipf_iter"),
-    (dict(path_score="best"), ValueError, "path_score"),
-    (dict(velocity_score="best"), ValueError, "velocity_score"),
-    (dict(affinity_topk=0), ValueError, "affinity_topk"),
-    (dict(nms="yes"), TypeError, "nms"),
+    (dict(discrepancy=TransportVelocity(tau=0)), ValueError, "tau"),
+    (dict(discrepancy=TransportVelocity(tau=-0.3)), ValueError, "tau"),
+    (dict(discrepancy=TransportVelocity(tau=float("nan"))), ValueError,
+     "tau"),
+    (dict(discrepancy=TransportVelocity(tau=float("inf"))), ValueError,
+     "tau"),
+    (dict(discrepancy=TransportPath(epsilon=0)), ValueError, "epsilon"),
+    (dict(discrepancy=TransportPath(epsilon=-1e-3)), ValueError, "epsilon"),
+    (dict(discrepancy=TransportPath(epsilon=float("nan"))), ValueError,
+     "epsilon"),
+    (dict(discrepancy=TransportPath(epsilon=1e300)), ValueError, "epsilon"),
+    (dict(upsampler=InterpolationUpsampler("cubic")), ValueError, "method"),
+    (dict(upsampler=JointBilateralUpsampler(sigma_range=float("nan"))),
+     ValueError, "sigma_range"),
+    (dict(upsampler=JointBilateralUpsampler(sigma_spatial=64)), ValueError,
+     "patches"),
+    (dict(upsampler=JointBilateralUpsampler(sigma_spatial=float("inf"))),
+     ValueError, "sigma_spatial"),
+    (dict(normalizer=LogitNormalizer(method="max")), ValueError, "method"),
+    (dict(normalizer=LogitNormalizer(temperature=float("nan"))), ValueError,
+     "temperature"),
+    (dict(discrepancy=TransportPath(n_iter=0)), ValueError, "n_iter"),
+    (dict(discrepancy=TransportVelocity(n_iter=1.5)), TypeError, "n_iter"),
+    (dict(discrepancy=TransportPath(score="best")), ValueError, "score"),
+    (dict(discrepancy=TransportVelocity(score="best")), ValueError, "score"),
+    (dict(discrepancy=TransportVelocity(affinity_topk=0)), ValueError,
+     "affinity_topk"),
+    (dict(normalizer=LogitNormalizer(nms="yes")), TypeError, "nms"),
     (dict(classes=["a"]), ValueError, "at least two"),
     (dict(classes="cat,dog"), TypeError, "bare string"),
+    (dict(device=0), TypeError, "device"),
 ])
 def test_bad_parameters(params, err, match):
     ds = from_arrays(*_arrays())

@@ -50,7 +50,9 @@ SKLEARN_CHECKS = [
 KNOWN = {"DirectSegmenter", "TransportPathSegmenter",
          "TransportVelocitySegmenter", "KLDiscrepancy", "TransportPath",
          "TransportVelocity", "CLIPFeatures", "DiffusionAttention",
-         "ColorPositionAffinity", "FeatureExtractor", "FeatureCache"}
+         "ColorPositionAffinity", "FeatureExtractor", "FeatureCache",
+         "LogitNormalizer", "JointBilateralUpsampler",
+         "InterpolationUpsampler"}
 
 
 def _public_modules():
@@ -136,7 +138,10 @@ def _extractor(scenes):
 def _segmenter(cls):
     def provide(request, scenes):
         X, y = scenes
-        return cls(upsample="bilinear", progress=False), "predict", X, y
+        from dsolo_sk import InterpolationUpsampler
+
+        return (cls(upsampler=InterpolationUpsampler(), progress=False),
+                "predict", X, y)
     return provide
 
 
@@ -185,7 +190,23 @@ def _discrepancy(cls):
     return provide
 
 
+def _normalizer(request, scenes):
+    ds = scenes[0][0]
+    logits = ds["logits"].values.reshape(ds.sizes["class"], -1)
+    return dsolo_sk.LogitNormalizer(), "normalize", logits, None
+
+
+def _upsampler(cls):
+    def provide(request, scenes):
+        ds = scenes[0][0]
+        return cls(), "upsample", ds["logits"].values, ds["image"].values
+    return provide
+
+
 PROVIDERS = {
+    "LogitNormalizer": _normalizer,
+    "JointBilateralUpsampler": _upsampler(dsolo_sk.JointBilateralUpsampler),
+    "InterpolationUpsampler": _upsampler(dsolo_sk.InterpolationUpsampler),
     "DirectSegmenter": _segmenter(dsolo_sk.DirectSegmenter),
     "TransportPathSegmenter": _segmenter(dsolo_sk.TransportPathSegmenter),
     "TransportVelocitySegmenter": _segmenter(
