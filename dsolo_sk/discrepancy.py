@@ -274,10 +274,14 @@ class TransportPath(BaseEstimator):
         How the cost is built from the affinity.
     score : {"potential", "transport", "cost"}, default="potential"
         How the per-patch score is read from the plan.
-    balance : {"row", "ipf"}, default="row"
+    balance : {"ipf", "row"}, default="ipf"
         How the affinity is balanced before the cost is built (see
-        :func:`cost_from_affinity`): row-normalised, or doubly stochastic
-        by proportional fitting, which is robust to sink patches.
+        :func:`cost_from_affinity`): doubly stochastic by proportional
+        fitting, which is robust to sink patches, or row-normalised. With
+        ``"row"`` a patch that every row attends to becomes every patch's
+        cheapest destination and the plan loses the image's structure (on
+        the synthetic benchmark, adding three sink patches changes 35 to
+        70 % of the labels; with ``"ipf"`` at most 2.5 %).
 
     Examples
     --------
@@ -290,7 +294,7 @@ class TransportPath(BaseEstimator):
     """
 
     def __init__(self, epsilon=0.1, n_iter=50, cost="linear",
-                 score="potential", balance="row"):
+                 score="potential", balance="ipf"):
         self.epsilon = epsilon
         self.n_iter = n_iter
         self.cost = cost

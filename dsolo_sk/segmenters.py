@@ -48,7 +48,7 @@ def _default_parts(kind):
         return (LogitNormalizer(), KLDiscrepancy(),
                 JointBilateralUpsampler(kernel="gaussian"))
     if kind == "path":
-        return (LogitNormalizer(nms_fill="min"), TransportPath(),
+        return (LogitNormalizer(), TransportPath(),
                 JointBilateralUpsampler(kernel="tent"))
     if kind == "velocity":
         return (LogitNormalizer(), TransportVelocity(),
@@ -174,7 +174,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - ``TransportVelocity()``
          - ``JointBilateralUpsampler("tent")``
        * - ``path``
-         - ``LogitNormalizer(nms_fill="min")``
+         - ``LogitNormalizer()``
          - ``TransportPath()``
          - ``JointBilateralUpsampler("tent")``
        * - ``kl``

@@ -1,0 +1,61 @@
+"""Invariances of the default readings: scale-free and sink-robust."""
+
+import numpy as np
+import pytest
+
+from dsolo_sk import DirectSegmenter
+from dsolo_sk.datasets import make_scenes
+from dsolo_sk.features import from_arrays
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    X, _ = make_scenes(n_scenes=3, n_classes=8, image_size=192,
+                       random_state=4)
+    return X
+
+
+def _with(ds, logits=None, affinity=None):
+    return from_arrays(
+        ds["logits"].values if logits is None else logits,
+        ds["affinity"].values if affinity is None else affinity,
+        ds["image"].values, [str(c) for c in ds["class"].values])
+
+
+@pytest.mark.parametrize("mode", ["raw", "kl", "path", "velocity"])
+@pytest.mark.parametrize("scale,offset", [(100.0, 0.0), (0.05, -3.0),
+                                          (40.0, 7.5)])
+def test_an_affine_map_of_the_logits_leaves_the_labels_unchanged(
+        scenes, mode, scale, offset):
+    seg = DirectSegmenter(mode=mode)
+    for ds in scenes:
+        logits = ds["logits"].values.astype(np.float64)
+        moved = (scale * logits + offset).astype(np.float32)
+        a = seg.predict([ds])[0]
+        b = seg.predict([_with(ds, logits=moved)])[0]
+        # float32 rounding of the moved logits may flip a tie-close pixel
+        assert np.mean(a != b) <= 0.002
+
+
+def _add_sinks(affinity, patches, share):
+    """Every row sends `share` of its mass to each of the sink patches."""
+    a = affinity.astype(np.float64)
+    rows = a.sum(1, keepdims=True)
+    out = a.copy()
+    for j in patches:
+        out[:, j] += share * rows[:, 0]
+    return out.astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["path", "velocity"])
+def test_sink_patches_change_few_labels(scenes, mode):
+    seg = DirectSegmenter(mode=mode)
+    rng = np.random.default_rng(0)
+    changed = []
+    for ds in scenes:
+        aff = ds["affinity"].values
+        sinks = rng.choice(aff.shape[0], 3, replace=False)
+        a = seg.predict([ds])[0]
+        b = seg.predict([_with(ds, affinity=_add_sinks(aff, sinks, 0.5))])[0]
+        changed.append(np.mean(a != b))
+    assert max(changed) <= 0.05, changed
