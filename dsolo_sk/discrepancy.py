@@ -78,7 +78,13 @@ def _check_mass(mass, q):
         raise ValueError(
             "mass must be finite and positive; drop classes without mass."
         )
-    return nx.from_numpy(mass, type_as=q)
+    out = nx.from_numpy(mass, type_as=q)
+    if bool(nx.any(out <= 0)):
+        raise ValueError(
+            f"mass holds values below the range of q's dtype (smallest "
+            f"{mass.min():.3g}); drop those classes, or pass float64 q."
+        )
+    return out
 
 
 def _check_affinity(affinity, n_patches, who):

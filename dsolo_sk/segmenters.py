@@ -406,7 +406,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
                 return logits
             scores = q * (q.shape[1] * mass)[:, None].astype(np.float32)
             return scores.astype(np.float32).reshape(n, rows, cols)
-        keep = mass > 0
+        # a class whose mass underflows the scores' float32 is empty: it
+        # could only ever lose, and log(0) would poison its scores
+        keep = mass >= np.finfo(np.float32).tiny
+        if not keep.any():
+            keep = mass == mass.max()
         affinity = None
         if self._needs_affinity:
             affinity = ds["affinity"].values.astype(np.float32)

@@ -381,3 +381,23 @@ def test_raw_images_need_classes():
     img = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="classes"):
         DirectSegmenter().predict([img])
+
+
+def test_class_masses_below_float32_range_are_empty_not_nan(small):
+    """A sharp softmax leaves some classes a mass of 1e-300: in float32
+    that is zero, and the path's log-mass would be -inf."""
+    X, _ = small
+    ds = X[0]
+    logits = ds["logits"].values.astype(np.float64) * 100.0
+    sharp = from_arrays(logits, ds["affinity"].values, ds["image"].values,
+                        [str(c) for c in ds["class"].values])
+    norm = LogitNormalizer(method="softmax", temperature=0.01)
+    q, mass = norm.normalize(logits.reshape(logits.shape[0], -1))
+    assert (mass > 0).any() and (mass[mass > 0] < 1e-38).any()
+    for disc in (TransportPath(), TransportVelocity(), KLDiscrepancy()):
+        scores = DirectSegmenter(normalizer=norm, discrepancy=disc
+                                 ).decision_function([sharp])[0]
+        assert np.isfinite(scores.values).all()
+    with pytest.raises(ValueError, match="range of q's dtype"):
+        TransportPath().compute(q[mass > 0].astype(np.float32),
+                                ds["affinity"].values, mass[mass > 0])
