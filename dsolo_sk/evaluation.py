@@ -28,6 +28,9 @@ classes and, where the protocol has a ``prob_threshold``, send pixels whose
 top ``softmax(logit_scale * score)`` is below it to class 0. The estimator
 supplies the scores through ``decision_function`` (or ``predict_proba``,
 which is then read as probabilities directly).
+
+The Dask runner, :mod:`dsolo_sk.distributed`, builds on this module; this
+module does not import it.
 """
 
 import csv
@@ -612,7 +615,7 @@ def _finish(cm, dataset, protocol, ids, n_computed, start, info, out):
 
 
 def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
-             scores="auto", progress=True, client=None):
+             scores="auto", progress=True):
     """Evaluate a segmenter on a benchmark, resumably.
 
     Parameters
@@ -639,13 +642,14 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
         See :func:`predict_image`.
     progress : bool, default=True
         Show a tqdm progress bar.
-    client : dask.distributed.Client, optional
-        Run the images on a Dask cluster (see
-        :func:`dsolo_sk.distributed.evaluate_distributed`).
 
     Returns
     -------
     EvaluationResult
+
+    See Also
+    --------
+    dsolo_sk.distributed.evaluate_distributed : The same on a Dask cluster.
 
     Examples
     --------
@@ -663,12 +667,6 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
     >>> int(res.confusion_matrix[:, 1:].sum()), len(res.ids)
     (0, 2)
     """
-    if client is not None:
-        from .distributed import evaluate_distributed
-
-        return evaluate_distributed(estimator, dataset, client=client,
-                                    protocol=protocol, out=out, limit=limit,
-                                    scores=scores, progress=progress)
     run = start_run(estimator, dataset, protocol=protocol, out=out,
                     limit=limit, scores=scores)
     bar = _progress(progress, run.n, run.n - len(run.todo), dataset.name)
