@@ -43,6 +43,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 import xarray as xr
@@ -121,14 +122,18 @@ def class_probabilities(query_logits, query_class, logit_scale, *,
     check_scalar(logit_scale, "logit_scale", min_val=0, include_min=False)
     q = np.asarray(query_logits, dtype=np.float32)
     owner = np.asarray(query_class)
-    if q.ndim < 1 or owner.shape != q.shape[:1] or not np.issubdtype(
-            owner.dtype, np.integer):
+    if q.ndim < 1 or q.shape[0] < 1 or owner.shape != q.shape[:1] or \
+            not np.issubdtype(owner.dtype, np.integer):
         raise ValueError(
             f"query_class must hold one integer class index per query: "
             f"query_logits has {q.shape[:1]} queries, query_class is "
             f"{owner.dtype} of shape {owner.shape}.")
     if n_classes is None:
         n_classes = int(owner.max()) + 1
+    check_scalar(n_classes, "n_classes", target_type=Integral, min_val=1)
+    if owner.min() < 0 or owner.max() >= n_classes:
+        raise ValueError(f"query_class holds indices outside [0, {n_classes})"
+                         "; each entry is the index of a query's class.")
     z = np.exp(logit_scale * (q - q.max(0, keepdims=True)))
     z /= z.sum(0, keepdims=True)
     return max_per_class(z, owner, n_classes)

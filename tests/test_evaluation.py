@@ -392,6 +392,8 @@ def test_class_probabilities_reproduce_the_worked_example():
     np.testing.assert_allclose(other_order.max(0), 0.2582, atol=5e-5)
     with pytest.raises(ValueError, match="query_class"):
         class_probabilities(q, owner[:-1], 40)
+    with pytest.raises(ValueError, match="outside"):
+        class_probabilities(q, owner, 40, n_classes=20)
     with pytest.raises(ValueError, match="logit_scale"):
         class_probabilities(q, owner, float("nan"))
 
@@ -534,6 +536,16 @@ def test_evaluate_records_the_background_rule(voc, tiny_clip_files, tmp_path):
     # a threshold between the two orders' top probabilities
     thd = float(np.median(top + (class_order - top) / 2))
     q_p = dataclasses.replace(p, prob_threshold=thd)
+    visual = ext._load().model.visual
+    calls = []
+    hook = visual.conv1.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        other = voc[1].image
+        labels_other = predict_image(est, other, q_p, geometry=geometry)
+    finally:
+        hook.remove()
+    # one CLIP forward for the segmenter and the rule together
+    assert len(calls) == 1 and labels_other.shape == other.shape[:2]
     labels = predict_image(est, image, q_p, geometry=geometry)
     scores = est.decision_function([image])[0].values
     expected = np.where(top < thd, 0, scores.argmax(0))

@@ -316,11 +316,11 @@ class CLIPFeatures(BaseEstimator):
         (``"ViT-B-16-quickgelu"``). ``None`` keeps the random
         initialisation: for tests and benchmarks only.
     short_side : int, default=336
-        The image is resized (bilinear, antialiased) so that its short side
-        is `short_side`, the long side capped at `max_long_side`, and each
-        side rounded to the nearest multiple of the patch size. 336 is the
-        protocol of most benchmarks (448 or 560 for some; see
-        ``dsolo_sk.datasets``). Any size works: the position embedding is
+        The image is resized (bilinear, antialiased by default; see
+        `resampling`) so that its short side is `short_side`, the long side
+        capped at `max_long_side`, and each side rounded to the nearest
+        multiple of the patch size. 336 is the protocol of most benchmarks
+        (448 to 688 for some; see :mod:`dsolo_sk.protocols`). Any size works: the position embedding is
         interpolated to the patch grid.
         The image is normalised with the model's own mean and standard
         deviation: for CLIP models, (122.771, 116.746, 104.094) and
