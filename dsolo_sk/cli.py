@@ -24,7 +24,9 @@
     ``xarray.open_dataarray``).
 
 ``dsolo-sk protocols``
-    Print the protocol of every benchmark.
+    Print the protocol of every benchmark in every named setting (the
+    paper's and each peer's); ``--setting`` and ``--dataset`` select rows,
+    ``--sources`` says where each setting comes from.
 
 Run ``dsolo-sk COMMAND --help`` for the options.
 """
@@ -83,7 +85,9 @@ def build_parser():
     ('evaluate', 'voc21', 'paper', 10)
     """
     from .datasets import DATASETS
+    from .protocols import SETTING_ALIASES, SETTINGS
 
+    settings = SETTINGS + tuple(SETTING_ALIASES)
     parser = argparse.ArgumentParser(
         prog="dsolo-sk",
         description="Training-free open-vocabulary semantic segmentation "
@@ -100,8 +104,10 @@ def build_parser():
                     help="dataset folder, or the folder above it")
     ev.add_argument("--out", required=True, help="output folder")
     ev.add_argument("--split", default="val")
-    ev.add_argument("--setting", choices=("paper", "peers"), default="paper",
-                    help="whole image (paper) or sliding windows (peers)")
+    ev.add_argument("--setting", choices=settings, default="paper",
+                    help="the paper's setting (whole image) or a peer's "
+                         "(see 'dsolo-sk protocols'); 'peers' is an alias "
+                         "of 'sclip'")
     ev.add_argument("--short-side", type=int, default=None,
                     help="override the protocol's short side")
     ev.add_argument("--limit", type=int, default=None,
@@ -133,7 +139,15 @@ def build_parser():
                     help="also write the score maps as NetCDF")
     _model_options(sg)
 
-    sub.add_parser("protocols", help="print the benchmark protocols")
+    pr = sub.add_parser("protocols", help="print the benchmark protocols",
+                        description="Print the protocol of every benchmark "
+                                    "in every named setting.")
+    pr.add_argument("--setting", choices=settings, default=None,
+                    help="only this setting")
+    pr.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                    help="only this dataset")
+    pr.add_argument("--sources", action="store_true",
+                    help="also say where each setting comes from")
     return parser
 
 
@@ -298,16 +312,35 @@ def _segment(args):
 
 
 def _protocols(args):
-    from .protocols import PROTOCOLS
+    from .protocols import PROTOCOLS, SETTING_ALIASES, SETTINGS, SOURCES
 
-    print(f"{'dataset':<12} {'setting':<7} {'short':>5} {'classes':>7} "
-          f"{'inference':<9} {'prob_thd':>8} {'reduce0':>7}")
-    for (name, setting), p in sorted(PROTOCOLS.items()):
-        thd = "-" if p.prob_threshold is None else f"{p.prob_threshold:g}"
-        inf = p.inference if p.inference == "whole" else \
-            f"slide {p.slide_crop}/{p.slide_stride}"
-        print(f"{name:<12} {setting:<7} {p.short_side:>5} {p.n_classes:>7} "
-              f"{inf:<9} {thd:>8} {str(p.reduce_zero_label):>7}")
+    def fmt(value):
+        return "-" if value is None else f"{value:g}"
+
+    wanted = SETTING_ALIASES.get(args.setting, args.setting)
+    print(f"{'dataset':<12} {'setting':<9} {'short':>5} {'classes':>7} "
+          f"{'inference':<15} {'scale':>5} {'prob_thd':>8} {'area_thd':>8} "
+          f"{'reduce0':>7}")
+    for name in sorted({d for d, _ in PROTOCOLS}):
+        if args.dataset not in (None, name):
+            continue
+        for setting in SETTINGS:
+            if wanted not in (None, setting):
+                continue
+            p = PROTOCOLS[name, setting]
+            inf = p.inference if p.inference == "whole" else \
+                f"slide {p.slide_crop}/{p.slide_stride}"
+            print(f"{name:<12} {setting:<9} {p.short_side:>5} "
+                  f"{p.n_classes:>7} {inf:<15} {fmt(p.logit_scale):>5} "
+                  f"{fmt(p.prob_threshold):>8} {fmt(p.area_threshold):>8} "
+                  f"{str(p.reduce_zero_label):>7}")
+    if args.sources:
+        for setting in SETTINGS:
+            if wanted not in (None, setting):
+                continue
+            method, source, note = SOURCES[setting]
+            print(f"\n{setting}: {method}\n  source: {source}"
+                  + (f"\n  note: {note}" if note else ""))
     return 0
 
 
@@ -320,9 +353,10 @@ def main(argv=None):
     Examples
     --------
     >>> from dsolo_sk.cli import main
-    >>> main(["protocols"])  # doctest: +ELLIPSIS
-    dataset      setting  short classes inference prob_thd reduce0
-    ade20k       paper      336     150 whole            -    True
+    >>> main(["protocols", "--dataset", "voc21"])  # doctest: +ELLIPSIS
+    dataset      setting   short classes inference       scale prob_thd area_thd reduce0
+    voc21        paper       336      21 whole              40      0.1        -   False
+    voc21        sclip       336      21 slide 224/112      65      0.1      0.1   False
     ...
     0
     """

@@ -23,11 +23,16 @@ ends with the same confusion matrix:
 How an image is scored (``predict_image``): resize it so its short side is
 ``protocol.short_side`` (long side at most ``protocol.long_side_max``),
 score the whole image or average the scores of sliding windows, upsample
-the per-class scores bilinearly to the original size, take the argmax over
-classes and, where the protocol has a ``prob_threshold``, send pixels whose
-top ``softmax(logit_scale * score)`` is below it to class 0. The estimator
-supplies the scores through ``decision_function`` (or ``predict_proba``,
-which is then read as probabilities directly).
+the per-class scores bilinearly to the original size and take the argmax
+over classes. Where the protocol has thresholds (datasets with a
+background class), pixels whose top probability is below
+``prob_threshold`` then go to class 0, the probabilities being CLIP's own,
+computed as the peers compute them (:func:`class_probabilities`), or those
+of the estimator's scores (``protocol.background_rule``). The estimator
+supplies the scores through ``decision_function`` (or ``predict_proba``).
+
+The Dask runner, :mod:`dsolo_sk.distributed`, builds on this module; this
+module does not import it.
 """
 
 import csv
@@ -38,30 +43,178 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 import xarray as xr
 
 from . import __version__
 from ._validation import check_classes, check_option, check_scalar
+from .features._contract import max_per_class
+from .features._images import resize_image
 from .metrics import confusion_matrix, iou_from_confusion
 from .protocols import Protocol, get_protocol
 
-__all__ = ["evaluate", "predict_image", "EvaluationResult", "ResultStore",
-           "describe_estimator"]
+__all__ = ["evaluate", "predict_image", "class_probabilities",
+           "EvaluationResult", "ResultStore", "describe_estimator"]
 
 RECORD_FORMAT = "dsolo_sk.per_image/1"
 RUN_FORMAT = "dsolo_sk.run/1"
 
 
 # -- scoring one image -------------------------------------------------------
-def _resize_image(image, shape):
-    from PIL import Image
+def class_probabilities(query_logits, query_class, logit_scale, *,
+                        n_classes=None):
+    r"""Class probabilities as the peers' background rule computes them.
 
-    if tuple(image.shape[:2]) == tuple(shape):
-        return image
-    return np.asarray(Image.fromarray(image).resize(
-        (shape[1], shape[0]), Image.BILINEAR))
+    A softmax at temperature ``1 / logit_scale`` over **every** text query
+    (each synonym of a class name its own query, VOC21's 26 background
+    names included), then the maximum over each class's queries:
+
+    .. math::
+
+        p_c = \max_{q \in c} \frac{\exp(s\,\cos_q)}
+              {\sum_{q'} \exp(s\,\cos_{q'})}.
+
+    Taking the maximum over synonyms first and the softmax over classes
+    after gives the same argmax but a larger top probability, so fewer
+    pixels would fall below the threshold.
+
+    Parameters
+    ----------
+    query_logits : array-like of shape (n_queries, ...)
+        Cosine similarities of every query (for example
+        :meth:`~dsolo_sk.features.CLIPFeatures.compute_query_logits`, or a
+        feature Dataset's ``query_logits``).
+    query_class : array-like of shape (n_queries,), int
+        The class of each query.
+    logit_scale : float
+        The softmax's scale (40 for most peers; see
+        :class:`~dsolo_sk.protocols.Protocol`).
+    n_classes : int, optional
+        Number of classes; default ``max(query_class) + 1``.
+
+    Returns
+    -------
+    ndarray of shape (n_classes, ...), float32
+
+    Examples
+    --------
+    The worked example of the VOC21 layout (26 background names, 20
+    classes of which two have synonyms: 56 queries) at scale 40: every
+    background name at cosine 0.20, the aeroplane at 0.23, the other
+    queries at 0.18. Aeroplane wins, with probability 0.078, below the
+    threshold 0.1: the pixel is background. The maximum over synonyms
+    first would give 0.258.
+
+    >>> import numpy as np
+    >>> from dsolo_sk.datasets import load_class_names
+    >>> from dsolo_sk.evaluation import class_probabilities
+    >>> from dsolo_sk.features.clip import split_synonyms
+    >>> owner = [k for k, name in enumerate(load_class_names("voc21"))
+    ...          for _ in split_synonyms(name)]
+    >>> cos = np.where(np.array(owner) == 0, 0.20, 0.18)
+    >>> cos[owner.index(1)] = 0.23
+    >>> p = class_probabilities(cos, owner, 40)
+    >>> len(owner), int(p.argmax()), round(float(p.max()), 3)
+    (56, 1, 0.078)
+    """
+    check_scalar(logit_scale, "logit_scale", min_val=0, include_min=False)
+    q = np.asarray(query_logits, dtype=np.float32)
+    owner = np.asarray(query_class)
+    if q.ndim < 1 or q.shape[0] < 1 or owner.shape != q.shape[:1] or \
+            not np.issubdtype(owner.dtype, np.integer):
+        raise ValueError(
+            f"query_class must hold one integer class index per query: "
+            f"query_logits has {q.shape[:1]} queries, query_class is "
+            f"{owner.dtype} of shape {owner.shape}.")
+    if n_classes is None:
+        n_classes = int(owner.max()) + 1
+    check_scalar(n_classes, "n_classes", target_type=Integral, min_val=1)
+    if owner.min() < 0 or owner.max() >= n_classes:
+        raise ValueError(f"query_class holds indices outside [0, {n_classes})"
+                         "; each entry is the index of a query's class.")
+    z = np.exp(logit_scale * (q - q.max(0, keepdims=True)))
+    z /= z.sum(0, keepdims=True)
+    return max_per_class(z, owner, n_classes)
+
+
+def _segmenter_extractor(estimator):
+    """The logits extractor a segmenter of this package runs, or None.
+
+    Mirrors what the segmenter does with its parameters (``extractor``,
+    default ``CLIPFeatures()``, given the segmenter's ``device`` and
+    ``dtype``), so that the extractor's per-image memo serves both.
+    """
+    if not hasattr(estimator, "get_params"):
+        return None
+    params = estimator.get_params(deep=False)
+    if "extractor" not in params or params.get("classes") is None:
+        return None
+    extractor = params["extractor"]
+    if extractor is None:
+        from .features import CLIPFeatures
+
+        extractor = CLIPFeatures()
+    if not callable(getattr(extractor, "compute_query_logits", None)):
+        return None
+    if hasattr(extractor, "get_params"):
+        from sklearn.base import clone
+
+        own = extractor.get_params(deep=False)
+        extractor = clone(extractor).set_params(**{
+            k: params[k] for k in ("device", "dtype")
+            if params.get(k) is not None and k in own})
+    return extractor
+
+
+def _background_rule(estimator, protocol, geometry):
+    """(rule, query source) of the thresholds; the source is a callable
+    image -> (query_logits, query_class) for the "clip" rules."""
+    rule = protocol.background_rule
+    source = None
+    if geometry == "estimator" and rule != "scores":
+        extractor = _segmenter_extractor(estimator)
+        if extractor is not None:
+            classes = list(estimator.get_params(deep=False)["classes"])
+
+            def source(image):
+                return extractor.compute_query_logits(image, classes)
+    if rule == "auto":
+        rule = "scores" if source is None else "clip"
+    if rule != "scores" and source is None:
+        raise ValueError(
+            f"background_rule={rule!r} reads CLIP's per-query cosines, which "
+            f"{type(estimator).__name__} does not compute: only a segmenter "
+            "of this package whose extractor has compute_query_logits (as "
+            "CLIPFeatures does) gives them. Use a protocol with "
+            "background_rule='scores' (or 'auto') for this estimator.")
+    return rule, source
+
+
+def _apply_thresholds(labels, scores, probs, protocol, rule):
+    """SCLIP's area rule, then the probability threshold, on the labels."""
+    if protocol.area_threshold is not None:
+        area = np.bincount(labels.ravel(), minlength=len(scores))[1:]
+        small = np.flatnonzero(area <= protocol.area_threshold
+                               * area.sum()) + 1
+        if small.size:
+            scores = scores.copy()
+            scores[small] = -np.inf
+            probs = probs.copy()
+            probs[small] = 0
+            labels = scores.argmax(0)
+    if protocol.prob_threshold is not None:
+        if rule == "clip_label":
+            top = np.take_along_axis(probs, labels[None], 0)[0]
+        else:
+            top = probs.max(0)
+        labels = np.where(top < protocol.prob_threshold, 0, labels)
+    return labels
+
+
+def _resize_image(image, shape, resampling="antialias"):
+    return resize_image(image, shape, resampling)
 
 
 def _upsample_scores(scores, shape):
@@ -132,9 +285,10 @@ def predict_image(estimator, image, protocol, *, scores="auto",
         The image at its original size.
     protocol : Protocol
     scores : {"auto", "decision_function", "predict_proba"}, default="auto"
-        Which method gives the scores. ``"predict_proba"`` output is read
-        as probabilities by the threshold rule; any other score goes
-        through ``softmax(logit_scale * score)`` first.
+        Which method gives the scores. With ``background_rule="scores"``,
+        ``"predict_proba"`` output is read as probabilities by the
+        thresholds; any other score goes through
+        ``softmax(logit_scale * score)`` first.
     geometry : {"harness", "estimator"}, default="harness"
         ``"harness"``: resize the image and cut the windows of the protocol
         here, average the window scores and upsample them bilinearly.
@@ -146,6 +300,31 @@ def predict_image(estimator, image, protocol, *, scores="auto",
     Returns
     -------
     ndarray of shape (H, W), int64
+
+    Notes
+    -----
+    The labels are the argmax of the scores. On datasets with a background
+    class the protocol's thresholds follow, in SCLIP's order: the area rule
+    (``area_threshold``: a class other than 0 whose predicted area is at
+    most that fraction of the area of all classes other than 0 is removed
+    and its pixels take their next best class), then the probability
+    threshold (pixels whose probability is below ``prob_threshold`` go to
+    class 0). The probabilities depend on ``protocol.background_rule``:
+
+    ``"clip"``
+        CLIP's own, :func:`class_probabilities` of the per-query cosines of
+        the segmenter's extractor (upsampled bilinearly to the original
+        size), read at their maximum: the peers' test, whatever the
+        segmenter's scores are. Needs ``geometry="estimator"`` and a
+        segmenter of this package.
+    ``"clip_label"``
+        The same probabilities, read at the predicted label.
+    ``"scores"``
+        ``softmax(logit_scale * score)`` of the estimator's scores, or its
+        ``predict_proba`` output: the peers' rule for an estimator whose
+        scores are cosines, one query per class.
+    ``"auto"``
+        ``"clip"`` where it applies, ``"scores"`` otherwise.
 
     Examples
     --------
@@ -176,7 +355,8 @@ def predict_image(estimator, image, protocol, *, scores="auto",
         full = _window_scores(estimator, method, image, n)
     else:
         resized = _resize_image(image,
-                                protocol.resized_shape(image.shape[:2]))
+                                protocol.resized_shape(image.shape[:2]),
+                                protocol.resampling)
         h, w = resized.shape[:2]
         total = np.zeros((n, h, w), np.float32)
         count = np.zeros((h, w), np.float32)
@@ -186,14 +366,23 @@ def predict_image(estimator, image, protocol, *, scores="auto",
             count[y0:y1, x0:x1] += 1
         full = _upsample_scores(total / count, image.shape[:2])
     labels = full.argmax(0)
-    if protocol.prob_threshold is not None:
+    if protocol.prob_threshold is None and protocol.area_threshold is None:
+        return labels.astype(np.int64)
+    rule, source = _background_rule(estimator, protocol, geometry)
+    if rule == "scores":
         if method == "predict_proba":
-            top = full.max(0)
-        else:  # softmax over classes, its maximum
-            z = protocol.logit_scale * (full - full.max(0, keepdims=True))
-            top = 1.0 / np.exp(z).sum(0)
-        labels[top < protocol.prob_threshold] = 0
-    return labels.astype(np.int64)
+            probs = full
+        else:  # softmax over classes
+            probs = np.exp(protocol.logit_scale
+                           * (full - full.max(0, keepdims=True)))
+            probs /= probs.sum(0, keepdims=True)
+    else:
+        queries, owner = source(image)
+        probs = class_probabilities(
+            _upsample_scores(queries, image.shape[:2]), owner,
+            protocol.logit_scale, n_classes=n)
+    return _apply_thresholds(labels, full, probs, protocol,
+                             rule).astype(np.int64)
 
 
 # -- describing the run --------------------------------------------------------
@@ -508,8 +697,9 @@ def _resolve_protocol(protocol, dataset):
     if isinstance(protocol, dict):
         protocol = Protocol.from_dict(protocol)
     if not isinstance(protocol, Protocol):
-        raise TypeError("protocol must be None, 'paper', 'peers' or a "
-                        f"Protocol, got {type(protocol).__name__}.")
+        raise TypeError("protocol must be None, a setting name ('paper', "
+                        "'sclip', 'naclip', ...) or a Protocol, got "
+                        f"{type(protocol).__name__}.")
     if protocol.n_classes != dataset.n_classes:
         raise ValueError(
             f"the protocol is for {protocol.n_classes} classes "
@@ -538,9 +728,11 @@ def prepare_estimator(estimator, classes, protocol=None):
         ``extractor`` parameter whose extractor takes ``short_side``,
         ``max_long_side``, ``window`` and ``stride`` (as
         :class:`~dsolo_sk.features.CLIPFeatures` does; ``None`` stands for
-        the default ``CLIPFeatures()``), those are set from `protocol`, so
-        that the segmenter resizes, slides its windows over the logits and
-        upsamples its scores to the original image by its own means.
+        the default ``CLIPFeatures()``), those are set from `protocol`
+        (and ``resampling`` and ``pos_interpolation`` when the extractor
+        has them), so that the segmenter resizes, slides its windows over
+        the logits and upsamples its scores to the original image by its
+        own means.
         Anything else is returned unchanged.
     geometry : {"estimator", "harness"}
         Who applies the protocol's resizing and windows (see
@@ -562,8 +754,11 @@ def prepare_estimator(estimator, classes, protocol=None):
 
             extractor = CLIPFeatures()
         wanted = _extractor_geometry(protocol)
-        if hasattr(extractor, "get_params") and set(wanted) <= set(
-                extractor.get_params(deep=False)):
+        own = (extractor.get_params(deep=False)
+               if hasattr(extractor, "get_params") else {})
+        if set(wanted) <= set(own):
+            wanted.update({k: getattr(protocol, k) for k in
+                           ("resampling", "pos_interpolation") if k in own})
             est.set_params(extractor=clone(extractor).set_params(**wanted))
             geometry = "estimator"
     return est, geometry
@@ -591,11 +786,15 @@ def evaluate_sample(estimator, dataset, index, protocol, *, scores="auto",
 
 
 def _run_info(estimator, dataset, protocol, scores, geometry):
+    rule = None
+    if protocol.prob_threshold is not None or \
+            protocol.area_threshold is not None:
+        rule = _background_rule(estimator, protocol, geometry)[0]
     return {"dataset": dataset.name, "split": getattr(dataset, "split", None),
             "classes": list(dataset.classes),
             "protocol": protocol.to_dict(),
             "segmenter": describe_estimator(estimator), "scores": scores,
-            "geometry": geometry}
+            "geometry": geometry, "background_rule": rule}
 
 
 def _finish(cm, dataset, protocol, ids, n_computed, start, info, out):
@@ -612,7 +811,7 @@ def _finish(cm, dataset, protocol, ids, n_computed, start, info, out):
 
 
 def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
-             scores="auto", progress=True, client=None):
+             scores="auto", progress=True):
     """Evaluate a segmenter on a benchmark, resumably.
 
     Parameters
@@ -624,9 +823,11 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
         one image, or a callable ``image -> scores``.
     dataset : SegmentationDataset
         For example ``dsolo_sk.datasets.load_dataset("voc21", root)``.
-    protocol : {"paper", "peers"} or Protocol, default="paper"
-        The dataset's protocol in the whole-image (paper) or sliding-window
-        (peers) setting, or an explicit :class:`~dsolo_sk.protocols.Protocol`.
+    protocol : str or Protocol, default="paper"
+        The dataset's protocol in a named setting (one of
+        :data:`dsolo_sk.protocols.SETTINGS`: ``"paper"`` or a peer's,
+        ``"sclip"``, ``"naclip"``, ...), or an explicit
+        :class:`~dsolo_sk.protocols.Protocol`.
     out : str or path-like, optional
         Output folder. Per-image results are written there as they are
         computed and read back by a later call with the same arguments,
@@ -639,13 +840,14 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
         See :func:`predict_image`.
     progress : bool, default=True
         Show a tqdm progress bar.
-    client : dask.distributed.Client, optional
-        Run the images on a Dask cluster (see
-        :func:`dsolo_sk.distributed.evaluate_distributed`).
 
     Returns
     -------
     EvaluationResult
+
+    See Also
+    --------
+    dsolo_sk.distributed.evaluate_distributed : The same on a Dask cluster.
 
     Examples
     --------
@@ -663,12 +865,6 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
     >>> int(res.confusion_matrix[:, 1:].sum()), len(res.ids)
     (0, 2)
     """
-    if client is not None:
-        from .distributed import evaluate_distributed
-
-        return evaluate_distributed(estimator, dataset, client=client,
-                                    protocol=protocol, out=out, limit=limit,
-                                    scores=scores, progress=progress)
     run = start_run(estimator, dataset, protocol=protocol, out=out,
                     limit=limit, scores=scores)
     bar = _progress(progress, run.n, run.n - len(run.todo), dataset.name)

@@ -27,11 +27,23 @@ def test_console_script_is_declared():
 def test_protocols_command(capsys):
     assert main(["protocols"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert rows[0][:3] == ["dataset", "setting", "short"]
-    assert ["cityscapes", "paper", "560", "19", "whole", "-", "False"] in rows
-    assert ["voc21", "peers", "336", "21", "slide", "224/112", "0.1",
+    assert rows[0] == ["dataset", "setting", "short", "classes", "inference",
+                       "scale", "prob_thd", "area_thd", "reduce0"]
+    assert ["cityscapes", "paper", "560", "19", "whole", "40", "-", "-",
             "False"] in rows
-    assert len(rows) == 1 + 16
+    assert ["voc21", "sclip", "336", "21", "slide", "224/112", "65", "0.1",
+            "0.1", "False"] in rows
+    assert ["voc21", "naclip", "336", "21", "whole", "40", "0.1", "-",
+            "False"] in rows
+    assert ["coco_object", "sc-clip", "336", "81", "slide", "224/112", "55",
+            "0.35", "-", "False"] in rows
+    assert len(rows) == 1 + 8 * 9
+    # one setting ("peers" is SCLIP's), one dataset, and the sources
+    assert main(["protocols", "--setting", "peers", "--dataset", "voc21",
+                 "--sources"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:2] == ["voc21", "sclip"] and out[2] == ""
+    assert out[3] == "sclip: SCLIP" and "wangf3014/SCLIP" in out[4]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Benchmark readers, class-name files and protocols, on tiny fake datasets."""
+"""Benchmark readers and class-name files, on tiny fake datasets."""
 
 import os
 import pickle
@@ -10,7 +10,7 @@ from PIL import Image
 from dsolo_sk.datasets import (DATASETS, VOC21, load_class_names,
                                load_dataset, read_label_map, split_synonyms,
                                write_fake_dataset)
-from dsolo_sk.protocols import PROTOCOLS, Protocol, get_protocol
+from dsolo_sk.protocols import get_protocol
 
 EXPECTED = {  # key: (n_classes, reduce_zero_label, first display name)
     "voc21": (21, False, "background"),
@@ -216,58 +216,3 @@ def test_colour_mask_and_size_mismatch(tmp_path):
     Image.fromarray(np.ones((5, 5), np.uint8)).save(ds.mask_path(0))
     with pytest.raises(ValueError, match="shape \\(5, 5\\) but its image"):
         ds[0]
-
-
-# -- protocols ----------------------------------------------------------------
-def test_protocol_table():
-    assert {k for k, _ in PROTOCOLS} == set(DATASETS) == set(EXPECTED)
-    for key, (n, rzl, _) in EXPECTED.items():
-        p, q = get_protocol(key), get_protocol(key, "peers")
-        assert p.n_classes == n and p.reduce_zero_label is rzl
-        assert p.logit_scale == 40 and p.long_side_max == 2048
-        assert p.ignore_index == 255 and p.n_images == DATASETS[key].n_val_images
-        assert (p.inference, q.inference) == ("whole", "slide")
-        assert (q.slide_crop, q.slide_stride) == (224, 112)
-        assert (p.prob_threshold is not None) == (key in (
-            "voc21", "context60", "coco_object"))
-        assert p.has_background == DATASETS[key].has_background
-        assert p.short_side == {"coco_stuff": 448, "cityscapes": 560}.get(
-            key, 336)
-
-
-def test_protocol_geometry():
-    p = get_protocol("cityscapes")
-    assert p.resized_shape((1024, 2048)) == (560, 1120)
-    assert get_protocol("voc21").resized_shape((500, 375)) == (448, 336)
-    # The long side is capped at 2048.
-    assert get_protocol("voc21").resized_shape((100, 1000)) == (205, 2048)
-    q = get_protocol("voc21", "peers")
-    for shape in [(336, 448), (336, 500), (100, 150), (224, 224)]:
-        wins = q.windows(shape)
-        cover = np.zeros(shape, int)
-        for y0, y1, x0, x1 in wins:
-            assert 0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]
-            assert y1 - y0 == min(224, shape[0])
-            cover[y0:y1, x0:x1] += 1
-        assert cover.min() >= 1
-    assert len(q.windows((336, 448))) == 2 * 3
-    assert get_protocol("voc21").windows((7, 9)) == [(0, 7, 0, 9)]
-
-
-def test_protocol_serialisation_and_validation():
-    p = get_protocol("context60", "peers")
-    assert Protocol.from_dict(p.to_dict()) == p
-    assert p.fingerprint() != get_protocol("context60").fingerprint()
-    assert get_protocol("ade20k", short_side=448).setting == "custom"
-    with pytest.raises(TypeError, match="unknown protocol fields"):
-        get_protocol("ade20k", shortside=448)
-    with pytest.raises(ValueError, match="no background"):
-        get_protocol("ade20k", prob_threshold=0.1)
-    with pytest.raises(ValueError, match="inference"):
-        get_protocol("voc21", inference="tiles")
-    with pytest.raises(ValueError, match="setting"):
-        get_protocol("voc21", "ours")
-    with pytest.raises(ValueError, match="no protocol"):
-        get_protocol("voc")
-    with pytest.raises(ValueError, match="unknown protocol fields"):
-        Protocol.from_dict({**p.to_dict(), "extra": 1})

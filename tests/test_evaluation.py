@@ -1,5 +1,6 @@
 """The evaluation harness: protocol scoring, resumable runs, corrupt files."""
 
+import dataclasses
 import json
 import os
 import random
@@ -11,10 +12,15 @@ import time
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 
-from dsolo_sk.datasets import load_dataset, write_fake_dataset
-from dsolo_sk.evaluation import (ResultStore, evaluate, predict_image,
-                                 prepare_estimator)
+from dsolo_sk.datasets import (load_class_names, load_dataset,
+                               split_synonyms, write_fake_dataset)
+from dsolo_sk.evaluation import (ResultStore, class_probabilities, evaluate,
+                                 predict_image, prepare_estimator)
+from dsolo_sk.features._contract import max_per_class
 from dsolo_sk.metrics import confusion_matrix, iou_from_confusion
 from dsolo_sk.protocols import Protocol, get_protocol
 
@@ -321,7 +327,7 @@ def test_end_to_end_on_every_layout(key, direct_segmenter, tmp_path):
     root = write_fake_dataset(key, tmp_path / "data", n_images=2,
                               size=(20, 30))
     ds = load_dataset(key, root)
-    for setting in ("paper", "peers"):
+    for setting in ("paper", "sclip"):
         protocol = get_protocol(key, setting, short_side=32, slide_crop=16,
                                 slide_stride=8)
         res = evaluate(direct_segmenter, ds, protocol=protocol,
@@ -329,9 +335,225 @@ def test_end_to_end_on_every_layout(key, direct_segmenter, tmp_path):
         assert res.info["geometry"] == "estimator"
         clip = res.info["segmenter"]["params"]["extractor"]["params"]
         assert clip["short_side"] == 32
-        assert clip["window"] == (16 if setting == "peers" else None)
+        assert clip["window"] == (16 if setting == "sclip" else None)
         masks = [ds[i].mask for i in range(2)]
         assert res.confusion_matrix.sum() == sum(
             int((m != 255).sum()) for m in masks)
         assert res.confusion_matrix.shape == (ds.n_classes,) * 2
         assert 0 <= res.miou <= 1
+
+
+# -- the background rule, the area rule and the resampling ------------------
+class ConstantQueries(BaseEstimator):
+    """A logits extractor whose per-query cosines are the same on every
+    patch of a 2 x 3 grid: `stuff` for the queries of class 0, `winner`
+    for the first query of class 1, `other` for every other query. It has
+    the geometry parameters of CLIPFeatures (which it ignores), so the
+    harness hands it the protocol like it hands CLIPFeatures."""
+
+    def __init__(self, stuff=0.20, winner=0.23, other=0.18, short_side=336,
+                 max_long_side=2048, window=None, stride=None):
+        self.stuff = stuff
+        self.winner = winner
+        self.other = other
+        self.short_side = short_side
+        self.max_long_side = max_long_side
+        self.window = window
+        self.stride = stride
+
+    def compute_query_logits(self, image, classes):
+        owner = np.array([k for k, name in enumerate(classes)
+                          for _ in split_synonyms(name)])
+        cos = np.where(owner == 0, self.stuff, self.other)
+        cos[np.flatnonzero(owner == 1)[0]] = self.winner
+        return (np.broadcast_to(cos[:, None, None], (len(cos), 2, 3))
+                .astype(np.float32), owner)
+
+    def compute_logits(self, image, classes):
+        q, owner = self.compute_query_logits(image, classes)
+        return max_per_class(q, owner, len(classes))
+
+
+VOC21_CLASSES = load_class_names("voc21")
+
+
+def test_class_probabilities_reproduce_the_worked_example():
+    # The VOC21 layout at scale 40: 26 stuff names at 0.20, aeroplane at
+    # 0.23, the 29 other queries at 0.18.
+    q, owner = ConstantQueries().compute_query_logits(None, VOC21_CLASSES)
+    assert q.shape[0] == 56 and (owner == 0).sum() == 26
+    p = class_probabilities(q, owner, 40)
+    assert p.shape == (21, 2, 3) and (p.argmax(0) == 1).all()
+    np.testing.assert_allclose(p.max(0), 0.0784, atol=5e-5)  # < 0.1
+    # The other order (max over synonyms, then softmax over classes)
+    # would give 0.258: the pixel would stay aeroplane.
+    logits = max_per_class(q, owner, 21)
+    other_order = np.exp(40 * logits) / np.exp(40 * logits).sum(0)
+    np.testing.assert_allclose(other_order.max(0), 0.2582, atol=5e-5)
+    with pytest.raises(ValueError, match="query_class"):
+        class_probabilities(q, owner[:-1], 40)
+    with pytest.raises(ValueError, match="outside"):
+        class_probabilities(q, owner, 40, n_classes=20)
+    with pytest.raises(ValueError, match="logit_scale"):
+        class_probabilities(q, owner, float("nan"))
+
+
+@pytest.mark.parametrize("mode", ["raw", "kl", "path", "velocity"])
+def test_the_peers_background_rule_in_every_mode(mode):
+    from dsolo_sk.features import ColorPositionAffinity
+    from dsolo_sk.segmenters import DirectSegmenter
+
+    seg = DirectSegmenter(mode=mode, extractor=ConstantQueries(),
+                          affinity=ColorPositionAffinity(), progress=False)
+    image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8)
+    p = get_protocol("voc21", short_side=16)  # the paper's: prob_thd 0.1
+    est, geometry = prepare_estimator(seg, VOC21_CLASSES, p)
+    assert geometry == "estimator" and p.background_rule == "auto"
+    # Every mode predicts aeroplane; CLIP's probability computed as the
+    # peers do is 0.078 < 0.1: the worked example's pixels are background.
+    scores = est.decision_function([image])[0].values
+    assert (scores.argmax(0) == 1).all()
+    assert (predict_image(est, image, p, geometry=geometry) == 0).all()
+    clip = dataclasses.replace(p, background_rule="clip")
+    assert (predict_image(est, image, clip, geometry=geometry) == 0).all()
+    # The segmenter's own scores read as cosines never fire in the
+    # discrepancy modes, and in the raw mode they give the other order's
+    # 0.258: nothing falls to background.
+    own = dataclasses.replace(p, background_rule="scores")
+    assert (predict_image(est, image, own, geometry=geometry) == 1).all()
+
+
+class QuerySegmenter(BaseEstimator):
+    """Scores one class everywhere, whatever its CLIP extractor says."""
+
+    def __init__(self, classes=None, extractor=None, label=2):
+        self.classes = classes
+        self.extractor = extractor
+        self.label = label
+
+    def decision_function(self, X):
+        s = np.zeros((len(self.classes),) + X[0].shape[:2])
+        s[self.label] = 1.0
+        return [s]
+
+
+def test_the_clip_label_rule_reads_the_predicted_class():
+    classes = ["sky", "cat", "dog"]
+    seg = QuerySegmenter(extractor=ConstantQueries(stuff=0.1, winner=0.2,
+                                                   other=0.1))
+    p = Protocol(dataset="toy", n_classes=3, short_side=8, has_background=True,
+                 prob_threshold=0.5)
+    est, geometry = prepare_estimator(seg, classes, p)
+    image = np.zeros((8, 12, 3), np.uint8)
+    # CLIP: cat with p = e^8 / (e^8 + 2 e^4) = 0.965; dog (predicted) 0.018.
+    for rule, expected in (("auto", 2), ("clip", 2), ("clip_label", 0),
+                           ("scores", 2)):
+        q = dataclasses.replace(p, background_rule=rule)
+        assert (predict_image(est, image, q, geometry=geometry)
+                == expected).all(), rule
+    # Without the segmenter's geometry there are no CLIP cosines to read.
+    with pytest.raises(ValueError, match="compute_query_logits"):
+        predict_image(est, image, dataclasses.replace(
+            p, background_rule="clip"), geometry="harness")
+    with pytest.raises(ValueError, match="background_rule='scores'"):
+        predict_image(lambda im: np.zeros((3,) + im.shape[:2]), image,
+                      dataclasses.replace(p, background_rule="clip_label"))
+
+
+def test_sclip_area_rule_gives_small_classes_to_the_next_best():
+    image = np.zeros((10, 10, 3), np.uint8)
+
+    def scores(img):
+        s = np.zeros((4,) + img.shape[:2])
+        s[0] = 0.1            # background, second best everywhere
+        s[1, :9] = 1.0        # 90 pixels
+        s[2, 9, :] = 1.0      # 10 pixels: 10 % of the non-background area
+        s[3, 0, 0] = 2.0      # 1 pixel
+        return s
+
+    def proto(**kw):
+        return Protocol(dataset="toy", n_classes=4, short_side=10,
+                        has_background=True, **kw)
+
+    plain = predict_image(scores, image, proto())
+    assert (plain[9] == 2).all() and plain[0, 0] == 3
+    # SCLIP keeps a class whose area is above area_thd times the
+    # non-background area (89 + 10 + 1 = 100 pixels): 10 is not above 10.
+    area = predict_image(scores, image, proto(area_threshold=0.1))
+    assert (area[9] == 0).all() and area[0, 0] == 1
+    assert (area[1:9] == 1).all()
+    assert (predict_image(scores, image, proto(area_threshold=0.09))[9]
+            == 2).all()
+
+
+@pytest.mark.parametrize("resampling", ["opencv", "antialias"])
+def test_the_protocol_resamples_like_the_peers(resampling):
+    seen = []
+
+    def record(img):
+        seen.append(img.copy())
+        return np.zeros((2,) + img.shape[:2])
+
+    # Columns 0, 255, 255, 255, 0, 255, 255, 255, shrunk 4 times to 2
+    # columns: OpenCV's bilinear resize samples x = 1.5 and 5.5, between
+    # two white columns, and does not widen its filter; an antialiased
+    # resize averages the black columns in.
+    image = np.full((4, 8, 3), 255, np.uint8)
+    image[:, [0, 4]] = 0
+    p = Protocol(dataset="toy", n_classes=2, short_side=1,
+                 resampling=resampling)
+    predict_image(record, image, p)
+    assert seen[0].shape == (1, 2, 3)
+    if resampling == "opencv":
+        assert (seen[0] == 255).all()
+    else:
+        assert (seen[0] < 250).all()
+
+
+def test_evaluate_records_the_background_rule(voc, tiny_clip_files, tmp_path):
+    from dsolo_sk.features import CLIPFeatures
+    from dsolo_sk.segmenters import DirectSegmenter
+
+    clip = CLIPFeatures(tiny_clip_files["config"],
+                        tiny_clip_files["checkpoint"], device="cpu",
+                        templates=["a photo of a {}."])
+    seg = DirectSegmenter(mode="kl", extractor=clip, progress=False)
+    p = get_protocol("voc21", short_side=32)
+    est, geometry = prepare_estimator(seg, voc.classes, p)
+    image = voc[0].image
+    # The harness reads the per-query cosines of the segmenter's own
+    # extractor, set up with the protocol's geometry.
+    ext = est.get_params()["extractor"]
+    assert (ext.short_side, ext.resampling, ext.pos_interpolation) == (
+        32, "opencv", "scale_factor")
+    q, owner = ext.compute_query_logits(image, voc.classes)
+    assert q.shape[0] == 56
+    up = F.interpolate(torch.from_numpy(q)[None], size=image.shape[:2],
+                       mode="bilinear", align_corners=False)[0].numpy()
+    top = class_probabilities(up, owner, 40).max(0)
+    logits = max_per_class(up, owner, 21)
+    class_order = 1 / np.exp(40 * (logits - logits.max(0))).sum(0)
+    # a threshold between the two orders' top probabilities
+    thd = float(np.median(top + (class_order - top) / 2))
+    q_p = dataclasses.replace(p, prob_threshold=thd)
+    visual = ext._load().model.visual
+    calls = []
+    hook = visual.conv1.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        other = voc[1].image
+        labels_other = predict_image(est, other, q_p, geometry=geometry)
+    finally:
+        hook.remove()
+    # one CLIP forward for the segmenter and the rule together
+    assert len(calls) == 1 and labels_other.shape == other.shape[:2]
+    labels = predict_image(est, image, q_p, geometry=geometry)
+    scores = est.decision_function([image])[0].values
+    expected = np.where(top < thd, 0, scores.argmax(0))
+    np.testing.assert_array_equal(labels, expected)
+    assert ((top < thd) != (class_order < thd)).any()
+    res = evaluate(seg, voc, protocol=q_p, out=tmp_path, limit=1,
+                   progress=False)
+    assert res.info["background_rule"] == "clip"
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["background_rule"] == "clip"
+    assert data["protocol"]["background_rule"] == "auto"

@@ -256,3 +256,127 @@ def test_text_embedding_does_not_depend_on_the_other_names(tiny_clip_files):
     together, _ = clip.text_embeddings(
         ["an extraordinarily long class name with many words", "dog", "x"])
     assert alone[0].tobytes() == together[1].tobytes()
+
+
+# -- the peers' preprocessing and per-query cosines --------------------------
+def _cubic_ramp(x, a=-0.75):
+    """Keys' cubic convolution (parameter `a`) of the ramp f(k) = k,
+    sampled at x, away from the borders."""
+    k = np.floor(x)[:, None] + np.arange(-1, 3)
+    t = np.abs(x[:, None] - k)
+    w = np.where(t <= 1, (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1,
+                 a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a)
+    return (w * k).sum(1)
+
+
+def test_pos_embed_interpolation_by_scale_factor():
+    # A ramp along the rows (value = row index) shows where each output
+    # row samples the old grid: the peers' scale factor (g + 0.1) / g0
+    # puts row i at (i + 0.5) g0 / (g + 0.1) - 0.5, interpolated with
+    # torch's bicubic kernel (a = -0.75); the size-based, antialiased
+    # resize at (i + 0.5) g0 / g - 0.5, where its kernel (a = -0.5) gives
+    # the ramp back exactly.
+    g0, g = 14, 21
+    rows = torch.arange(g0, dtype=torch.float32)
+    grid = rows[:, None, None].expand(g0, g0, 4).reshape(-1, 4)
+    pos = torch.cat([torch.full((1, 4), 7.0), grid])
+    peers = interpolate_pos_embed(pos, (g0, g0), (g, 30), "scale_factor")
+    size = interpolate_pos_embed(pos, (g0, g0), (g, 30))
+    assert peers.shape == size.shape == (1 + g * 30, 4)
+    torch.testing.assert_close(peers[0], pos[0])
+    peers = peers[1:, 0].reshape(g, 30)[:, 5].numpy()
+    size = size[1:, 0].reshape(g, 30)[:, 5].numpy()
+    i = np.arange(3, g - 3)
+    np.testing.assert_allclose(
+        peers[i], _cubic_ramp((i + 0.5) * g0 / (g + 0.1) - 0.5), atol=1e-4)
+    np.testing.assert_allclose(size[i], (i + 0.5) * g0 / g - 0.5, atol=1e-4)
+    # The peers interpolate a side that keeps its size too.
+    same = interpolate_pos_embed(pos, (g0, g0), (g0, 20), "scale_factor")
+    assert not torch.allclose(same[1:, 0].reshape(g0, 20)[:, 0], rows)
+    with pytest.raises(ValueError, match="method"):
+        interpolate_pos_embed(pos, (g0, g0), (g, g), "nearest")
+
+
+def test_pos_interpolation_reaches_the_model(tiny_clip, photos):
+    peers = clone(tiny_clip).set_params(pos_interpolation="scale_factor")
+    # at the native 4 x 4 grid there is nothing to interpolate ...
+    native = clone(tiny_clip).set_params(short_side=32)
+    square = photos[0][:400, :400]
+    np.testing.assert_array_equal(
+        native.compute_logits(square, CLASSES),
+        clone(peers).set_params(short_side=32).compute_logits(square,
+                                                              CLASSES))
+    # ... elsewhere the two interpolations give other logits
+    a = tiny_clip.compute_logits(photos[1], CLASSES)
+    b = peers.compute_logits(photos[1], CLASSES)
+    assert a.shape == b.shape and np.abs(a - b).max() > 1e-4
+
+
+def test_opencv_resampling_resizes_like_the_peers(tiny_clip):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    peers = clone(tiny_clip).set_params(resampling="opencv", short_side=32)
+    smooth = clone(tiny_clip).set_params(short_side=32)
+    # 32 x 54 keeps its size: the peers' patch grid is the 6 whole
+    # patches of 8 columns (the last 6 columns are not seen); the
+    # antialiased resize goes to the nearest multiple, 56, 7 patches.
+    image = rng.integers(0, 256, (32, 54, 3), np.uint8)
+    assert peers.grid_shape(image.shape) == (4, 6)
+    assert smooth.grid_shape(image.shape) == (4, 7)
+    np.testing.assert_array_equal(peers.compute_logits(image, CLASSES),
+                                  peers.compute_logits(image[:, :48],
+                                                       CLASSES))
+    # A resize goes through cv2.resize to int(side * scale + 0.5) pixels:
+    # 40 x 67 -> 32 x int(53.6 + 0.5) = 54.
+    big = rng.integers(0, 256, (40, 67, 3), np.uint8)
+    resized = cv2.resize(big, (54, 32), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(peers.compute_logits(big, CLASSES),
+                                  peers.compute_logits(resized, CLASSES))
+    assert not np.allclose(smooth.compute_logits(big, CLASSES)[:, :, :6],
+                           peers.compute_logits(big, CLASSES), atol=1e-4)
+    with pytest.raises(ValueError, match="resampling"):
+        clone(tiny_clip).set_params(resampling="cubic")._validate_params()
+    with pytest.raises(ValueError, match="pos_interpolation"):
+        clone(tiny_clip).set_params(
+            pos_interpolation="bilinear")._validate_params()
+
+
+def test_query_logits_one_map_per_synonym(tiny_clip, photos):
+    q, owner = tiny_clip.compute_query_logits(photos[0], CLASSES)
+    assert q.shape == (4, 8, 8) and q.dtype == np.float32
+    assert owner.tolist() == [0, 1, 1, 2]
+    dog = tiny_clip.compute_logits(photos[0], ["dog", "sky"])[0]
+    puppy = tiny_clip.compute_logits(photos[0], ["puppy", "sky"])[0]
+    np.testing.assert_allclose(q[1], dog, atol=1e-6)
+    np.testing.assert_allclose(q[2], puppy, atol=1e-6)
+    logits = tiny_clip.compute_logits(photos[0], CLASSES)
+    np.testing.assert_array_equal(logits[1], np.maximum(q[1], q[2]))
+    # Sliding windows are averaged per query, the maximum taken after.
+    slide = clone(tiny_clip).set_params(window=32, stride=16)
+    qs, _ = slide.compute_query_logits(photos[2], CLASSES)
+    np.testing.assert_array_equal(
+        slide.compute_logits(photos[2], CLASSES)[1], np.maximum(qs[1], qs[2]))
+
+
+def test_the_last_images_cost_no_second_forward(tiny_clip, photos):
+    visual = tiny_clip._load().model.visual
+    calls = []
+    hook = visual.conv1.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        image = photos[2][:200, :300].copy()
+        logits = tiny_clip.compute_logits(image, CLASSES)
+        assert len(calls) == 1
+        q, owner = tiny_clip.compute_query_logits(image, CLASSES)
+        assert len(calls) == 1  # the same image: no forward pass
+        np.testing.assert_array_equal(logits[1], np.maximum(q[1], q[2]))
+        q[:] = 0  # the caller's copy; the memo is untouched
+        assert tiny_clip.compute_query_logits(image, CLASSES)[0].any()
+        image[0, 0] += 1  # other pixels: computed again
+        tiny_clip.compute_query_logits(image, CLASSES)
+        assert len(calls) == 2
+        clone(tiny_clip).set_params(pos_interpolation="scale_factor") \
+            .compute_query_logits(image, CLASSES)
+        assert len(calls) == 3
+    finally:
+        hook.remove()

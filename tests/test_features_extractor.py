@@ -201,3 +201,39 @@ def test_defaults_are_the_paper_models():
     assert (logits.model, logits.pretrained, logits.window) == (
         "ViT-B-16", "openai", None)
     assert type(aff).__name__ == "DiffusionAttention"
+
+
+def test_features_carry_the_per_query_cosines(fe, tiny_clip, photos):
+    from dsolo_sk.features import from_arrays
+
+    [ds] = fe.transform(photos[1:2])
+    q, owner = tiny_clip.compute_query_logits(photos[1], CLASSES)
+    assert ds["query_logits"].dims == ("query", "row", "col")
+    np.testing.assert_array_equal(ds["query_logits"].values, q)
+    assert ds["query_class"].values.tolist() == owner.tolist() == [0, 1, 1, 2]
+    np.testing.assert_array_equal(ds["logits"].values[1],
+                                  np.maximum(q[1], q[2]))
+    check_features(ds)
+    # The contract refuses cosines that do not match the logits ...
+    image = ds["image"].values
+    logits = ds["logits"].values
+    with pytest.raises(ValueError, match="maximum of query_logits"):
+        from_arrays(logits, None, image, CLASSES, query_logits=q + 0.01,
+                    query_class=owner)
+    # ... a class without a query, an index out of range, a lone argument
+    with pytest.raises(ValueError, match=r"classes \[2\] have no query"):
+        from_arrays(logits, None, image, CLASSES, query_logits=q[:3],
+                    query_class=owner[:3])
+    with pytest.raises(ValueError, match="outside"):
+        from_arrays(logits, None, image, CLASSES, query_logits=q,
+                    query_class=[0, 1, 1, 3])
+    with pytest.raises(ValueError, match="go together"):
+        from_arrays(logits, None, image, CLASSES, query_logits=q)
+    with pytest.raises(ValueError, match="patch grid"):
+        from_arrays(logits, None, image, CLASSES, query_logits=q[:, :2],
+                    query_class=owner)
+    # and a Dataset whose cosines were changed afterwards
+    bad = ds.copy(deep=True)
+    bad["query_logits"].values[0] += 1
+    with pytest.raises(ValueError, match="maximum of query_logits"):
+        check_features(bad)

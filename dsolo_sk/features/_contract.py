@@ -14,6 +14,14 @@ Every extractor produces, and every segmenter consumes, a Dataset with
 ``image``
     dims ``("y", "x", "channel")``, uint8 RGB: the guidance image of the
     upsampling. The predicted label map has its height and width.
+``query_logits`` (optional)
+    dims ``("query", "row", "col")``, float: the cosine similarities of
+    every text query, each synonym of a class name its own query, with the
+    coordinate ``query_class`` (dim ``"query"``, int) giving the index of
+    the class each query belongs to. ``logits`` is their maximum per
+    class. The peers' background rule needs them: it takes the softmax over
+    all queries before the maximum per class (see
+    :func:`dsolo_sk.evaluation.class_probabilities`).
 """
 
 import numpy as np
@@ -22,6 +30,20 @@ import xarray as xr
 from .._validation import check_classes
 
 __all__ = ["from_arrays", "check_features"]
+
+
+def max_per_class(values, query_class, n_classes):
+    """The maximum over each class's queries: (Q, ...) -> (n_classes, ...).
+
+    Every class needs at least one query.
+    """
+    values = np.asarray(values)
+    query_class = np.asarray(query_class)
+    out = np.full((n_classes,) + values.shape[1:], -np.inf,
+                  dtype=values.dtype)
+    for q, c in enumerate(query_class.tolist()):
+        out[c] = np.maximum(out[c], values[q])
+    return out
 
 
 def _as_numpy(a, name):
@@ -60,6 +82,42 @@ def _check_logits(logits, classes):
         )
 
 
+def _check_queries(query_logits, query_class, logits):
+    """Shapes, types, the query -> class index and the maximum per class."""
+    if query_logits.ndim != 3 or query_logits.shape[1:] != logits.shape[1:]:
+        raise ValueError(
+            f"query_logits must have shape (n_queries, rows, cols) with the "
+            f"patch grid of logits {logits.shape[1:]}, got "
+            f"{query_logits.shape}."
+        )
+    if not np.issubdtype(query_logits.dtype, np.floating):
+        raise TypeError(f"query_logits must be floating point, got dtype "
+                        f"{query_logits.dtype}.")
+    if not np.all(np.isfinite(query_logits)):
+        raise ValueError("query_logits holds NaN or infinite values.")
+    if query_class.shape != (query_logits.shape[0],) or not np.issubdtype(
+            query_class.dtype, np.integer):
+        raise ValueError(
+            f"query_class must hold one integer class index per query "
+            f"({query_logits.shape[0]}), got {query_class.dtype} of shape "
+            f"{query_class.shape}."
+        )
+    n = logits.shape[0]
+    if query_class.size and (query_class.min() < 0 or query_class.max() >= n):
+        raise ValueError(f"query_class holds indices outside [0, {n}); each "
+                         "entry is the index of a class of logits.")
+    missing = sorted(set(range(n)) - set(query_class.tolist()))
+    if missing:
+        raise ValueError(f"classes {missing} have no query in query_logits; "
+                         "every class needs at least one.")
+    if not np.allclose(max_per_class(query_logits, query_class, n), logits,
+                       rtol=1e-5, atol=1e-6):
+        raise ValueError(
+            "logits must be the maximum of query_logits over each class's "
+            "queries; pass the logits computed from the same queries."
+        )
+
+
 def _check_affinity(affinity, n_patches):
     if affinity.ndim != 2 or affinity.shape != (n_patches, n_patches):
         raise ValueError(
@@ -95,7 +153,8 @@ def _check_image(image):
         raise ValueError(f"image is empty: shape {image.shape}.")
 
 
-def from_arrays(logits, affinity, image, classes):
+def from_arrays(logits, affinity, image, classes, *, query_logits=None,
+                query_class=None):
     """Build the feature Dataset of one image from plain arrays.
 
     Parameters
@@ -110,12 +169,18 @@ def from_arrays(logits, affinity, image, classes):
         The RGB image; guides the upsampling and sets the output size.
     classes : sequence of str
         One distinct name per class map.
+    query_logits : array-like of shape (n_queries, rows, cols), optional
+        Cosine similarities of every text query (each synonym its own),
+        whose maximum over each class's queries is `logits`.
+    query_class : array-like of shape (n_queries,), int, optional
+        The class index of each query; required with `query_logits`.
 
     Returns
     -------
     features : xarray.Dataset
-        Variables ``logits``, ``affinity`` (when given) and ``image`` as
-        described in :mod:`dsolo_sk.features`.
+        Variables ``logits``, ``affinity`` (when given), ``image`` and
+        ``query_logits`` (when given) as described in
+        :mod:`dsolo_sk.features`.
 
     Examples
     --------
@@ -126,6 +191,15 @@ def from_arrays(logits, affinity, image, classes):
     ...                  np.zeros((32, 32, 3), np.uint8), ["cat", "dog", "sky"])
     >>> ds["logits"].dims, ds.sizes["patch"]
     (('class', 'row', 'col'), 4)
+
+    With one query per synonym (class 0 has two):
+
+    >>> q = rng.random((3, 2, 2))
+    >>> ds = from_arrays(np.stack([q[:2].max(0), q[2]]), None,
+    ...                  np.zeros((32, 32, 3), np.uint8), ["sky, cloud", "cat"],
+    ...                  query_logits=q, query_class=[0, 0, 1])
+    >>> ds["query_logits"].dims, ds["query_class"].values.tolist()
+    (('query', 'row', 'col'), [0, 0, 1])
     """
     classes = check_classes(classes)
     logits = _as_numpy(logits, "logits")
@@ -141,10 +215,17 @@ def from_arrays(logits, affinity, image, classes):
         affinity = _as_numpy(affinity, "affinity")
         _check_affinity(affinity, n_patches)
         data_vars["affinity"] = (("patch", "patch_"), affinity)
-    return xr.Dataset(
-        data_vars,
-        coords={"class": list(classes), "channel": ["R", "G", "B"]},
-    )
+    coords = {"class": list(classes), "channel": ["R", "G", "B"]}
+    if (query_logits is None) != (query_class is None):
+        raise ValueError("query_logits and query_class go together: pass "
+                         "both or neither.")
+    if query_logits is not None:
+        query_logits = _as_numpy(query_logits, "query_logits")
+        query_class = _as_numpy(query_class, "query_class")
+        _check_queries(query_logits, query_class, logits)
+        data_vars["query_logits"] = (("query", "row", "col"), query_logits)
+        coords["query_class"] = ("query", query_class.astype(np.int64))
+    return xr.Dataset(data_vars, coords=coords)
 
 
 def check_features(features, *, require_affinity=False, name="features"):
@@ -207,6 +288,17 @@ def check_features(features, *, require_affinity=False, name="features"):
     )
     _check_logits(features["logits"].values, classes)
     _check_image(features["image"].values)
+    if "query_logits" in features:
+        if features["query_logits"].dims != ("query", "row", "col") or \
+                "query_class" not in features.coords:
+            raise ValueError(
+                f"{name}['query_logits'] must have dims ('query', 'row', "
+                "'col') and a 'query_class' coordinate; build it with "
+                "dsolo_sk.features.from_arrays."
+            )
+        _check_queries(features["query_logits"].values,
+                       features["query_class"].values,
+                       features["logits"].values)
     if "affinity" in features:
         if features["affinity"].dims != ("patch", "patch_"):
             raise ValueError(

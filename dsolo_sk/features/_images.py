@@ -241,3 +241,48 @@ def check_images(images, *, name="images"):
     for k, img in enumerate(images):
         image_size(img, name=f"{name}[{k}]")
     return images
+
+
+def rescaled_shape(hw, short_side, max_long_side=None, *, minimum=1):
+    """The (height, width) of mmcv's ``imrescale``: the peers' resize.
+
+    The scale is ``short_side / short``, lowered to ``max_long_side /
+    long`` when the long side would exceed it; each side becomes
+    ``int(side * scale + 0.5)``, at least `minimum`.
+    """
+    h, w = int(hw[0]), int(hw[1])
+    scale = short_side / min(h, w)
+    if max_long_side is not None:
+        scale = min(scale, max_long_side / max(h, w))
+    return (max(minimum, int(h * scale + 0.5)),
+            max(minimum, int(w * scale + 0.5)))
+
+
+def resize_image(image, shape, resampling):
+    """Resize an (H, W, 3) uint8 image to `shape` = (height, width).
+
+    ``resampling="opencv"`` is OpenCV's bilinear ``cv2.resize`` on uint8
+    (fixed-point weights, no antialiasing), as the peers' evaluation
+    resizes through mmcv; ``"antialias"`` is Pillow's bilinear resize,
+    which widens its filter when it shrinks an image.
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    if tuple(image.shape[:2]) == shape:
+        return image
+    if resampling == "opencv":
+        try:
+            import cv2
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise ImportError(
+                "resampling='opencv' needs OpenCV: pip install "
+                "opencv-python-headless, or use resampling='antialias'."
+            ) from None
+        return cv2.resize(np.ascontiguousarray(image), (shape[1], shape[0]),
+                          interpolation=cv2.INTER_LINEAR)
+    if resampling != "antialias":
+        raise ValueError(f"resampling must be 'opencv' or 'antialias', got "
+                         f"{resampling!r}.")
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((shape[1], shape[0]),
+                                                    Image.BILINEAR))

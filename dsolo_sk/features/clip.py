@@ -26,17 +26,21 @@ The default prompt ensemble, ``templates="imagenet"``:
 """
 
 import difflib
+import hashlib
 import logging
 import os
+import threading
 import warnings
+from collections import OrderedDict
 from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._validation import check_classes
+from .._validation import check_classes, check_option
 from . import _cache
-from ._images import to_rgb_uint8
+from ._contract import max_per_class
+from ._images import rescaled_shape, resize_image, to_rgb_uint8
 
 __all__ = ["CLIPFeatures", "split_synonyms", "IMAGENET_TEMPLATES"]
 
@@ -45,6 +49,11 @@ CLIP_MEAN = (122.771, 116.746, 104.094)
 CLIP_STD = (68.501, 66.632, 70.323)
 
 _CKPT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+# The per-query cosines of the last images (see compute_query_logits).
+_RECENT = OrderedDict()
+_RECENT_SIZE = 2
+_RECENT_LOCK = threading.Lock()
 
 
 def _imagenet_templates():
@@ -131,39 +140,71 @@ class _CLIPBundle:
         self.device = next(model.parameters()).device
 
 
-def interpolate_pos_embed(pos_embed, old_grid, new_grid):
-    """Resize a ViT position embedding (class token first) to another grid.
+def interpolate_pos_embed(pos_embed, old_grid, new_grid, method="open_clip"):
+    r"""Resize a ViT position embedding (class token first) to another grid.
 
-    The patch part is reshaped to ``old_grid`` and resized bicubically (with
-    antialiasing, as open_clip does when it loads a checkpoint into another
-    image size); the class token's embedding is kept.
+    The patch part is reshaped to ``old_grid`` and resized bicubically; the
+    class token's embedding is kept.
 
     Parameters
     ----------
     pos_embed : torch.Tensor of shape (1 + gh * gw, width)
     old_grid, new_grid : tuple of int
         (rows, cols) of the patch grid before and after.
+    method : {"open_clip", "scale_factor"}, default="open_clip"
+        ``"open_clip"``: resize to the size `new_grid` with antialiasing,
+        as open_clip does when it loads a checkpoint into another image
+        size; output row :math:`i` samples the old grid at
+        :math:`(i + \tfrac12)\,g_0 / g - \tfrac12`.
+        ``"scale_factor"``: the peers' interpolation (SCLIP, NACLIP and the
+        others, after DINO): bicubic by the scale factor
+        :math:`(g + 0.1) / g_0` without antialiasing, so that row :math:`i`
+        samples :math:`(i + \tfrac12)\,g_0 / (g + 0.1) - \tfrac12`; the
+        embedding is interpolated even along a side that keeps its size.
 
     Returns
     -------
     torch.Tensor of shape (1 + new_grid[0] * new_grid[1], width)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsolo_sk.features.clip import interpolate_pos_embed
+    >>> pos = torch.randn(1 + 14 * 14, 8)
+    >>> interpolate_pos_embed(pos, (14, 14), (21, 28)).shape
+    torch.Size([589, 8])
+    >>> a = interpolate_pos_embed(pos, (14, 14), (21, 28))
+    >>> b = interpolate_pos_embed(pos, (14, 14), (21, 28), "scale_factor")
+    >>> bool(torch.allclose(a, b))
+    False
     """
     import torch
     import torch.nn.functional as F
 
+    if method not in ("open_clip", "scale_factor"):
+        raise ValueError(f"method must be 'open_clip' or 'scale_factor', "
+                         f"got {method!r}.")
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     if old_grid == new_grid:
         return pos_embed
     cls, grid = pos_embed[:1], pos_embed[1:]
     width = grid.shape[-1]
     grid = grid.float().reshape(1, *old_grid, width).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=True,
-                         align_corners=False)
+    if method == "open_clip":
+        grid = F.interpolate(grid, size=new_grid, mode="bicubic",
+                             antialias=True, align_corners=False)
+    else:
+        grid = F.interpolate(grid, scale_factor=tuple(
+            (g + 0.1) / g0 for g, g0 in zip(new_grid, old_grid)),
+            mode="bicubic", align_corners=False)
+        if tuple(grid.shape[-2:]) != new_grid:  # pragma: no cover
+            raise RuntimeError(f"interpolated to {tuple(grid.shape[-2:])}, "
+                               f"expected {new_grid}.")
     grid = grid.permute(0, 2, 3, 1).reshape(-1, width).to(pos_embed.dtype)
     return torch.cat([cls, grid], dim=0)
 
 
-def dense_tokens(visual, x):
+def dense_tokens(visual, x, pos_interpolation="open_clip"):
     """All output tokens of an open_clip ViT, projected into the joint space.
 
     Runs the image tower exactly as its ``forward`` does, except that the
@@ -176,6 +217,9 @@ def dense_tokens(visual, x):
     visual : open_clip.transformer.VisionTransformer
     x : torch.Tensor of shape (B, 3, H, W)
         Normalised images; H and W multiples of the patch size.
+    pos_interpolation : {"open_clip", "scale_factor"}, default="open_clip"
+        How the position embedding reaches the input's patch grid (see
+        :func:`interpolate_pos_embed`).
 
     Returns
     -------
@@ -192,7 +236,8 @@ def dense_tokens(visual, x):
     t = t.reshape(b, t.shape[1], -1).permute(0, 2, 1)
     cls = visual.class_embedding.to(t.dtype).reshape(1, 1, -1).expand(b, 1, -1)
     t = torch.cat([cls, t], dim=1)
-    pos = interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid)
+    pos = interpolate_pos_embed(visual.positional_embedding, visual.grid_size,
+                                grid, pos_interpolation)
     t = t + pos.to(t.dtype)
     t = visual.patch_dropout(t)
     t = visual.ln_pre(t)
@@ -271,11 +316,11 @@ class CLIPFeatures(BaseEstimator):
         (``"ViT-B-16-quickgelu"``). ``None`` keeps the random
         initialisation: for tests and benchmarks only.
     short_side : int, default=336
-        The image is resized (bilinear, antialiased) so that its short side
-        is `short_side`, the long side capped at `max_long_side`, and each
-        side rounded to the nearest multiple of the patch size. 336 is the
-        protocol of most benchmarks (448 or 560 for some; see
-        ``dsolo_sk.datasets``). Any size works: the position embedding is
+        The image is resized (bilinear, antialiased by default; see
+        `resampling`) so that its short side is `short_side`, the long side
+        capped at `max_long_side`, and each side rounded to the nearest
+        multiple of the patch size. 336 is the protocol of most benchmarks
+        (448 to 688 for some; see :mod:`dsolo_sk.protocols`). Any size works: the position embedding is
         interpolated to the patch grid.
         The image is normalised with the model's own mean and standard
         deviation: for CLIP models, (122.771, 116.746, 104.094) and
@@ -290,6 +335,24 @@ class CLIPFeatures(BaseEstimator):
     stride : int or None, default=None
         Step between windows, a multiple of the patch size; defaults to
         ``window // 2`` rounded down to the patch size.
+    resampling : {"antialias", "opencv"}, default="antialias"
+        How the image is resized. ``"antialias"``: bilinear with
+        antialiasing, straight to the nearest multiple of the patch size
+        (as described under `short_side`). ``"opencv"``: as the peers'
+        evaluation does it (mmcv's ``imrescale``), OpenCV's bilinear
+        ``cv2.resize`` on uint8 without antialiasing to
+        ``int(side * scale + 0.5)`` pixels; the patch grid is then the
+        whole patches inside the resized image (its last ``side % patch``
+        rows and columns are not seen, as with the peers' patch
+        embedding). The evaluation protocols set it (see
+        :class:`dsolo_sk.protocols.Protocol`).
+    pos_interpolation : {"open_clip", "scale_factor"}, default="open_clip"
+        How the position embedding is interpolated to the patch grid:
+        ``"open_clip"`` resizes it to the grid with antialiasing, as
+        open_clip does; ``"scale_factor"`` is the peers' bicubic
+        interpolation by the factor ``(g + 0.1) / g0`` without
+        antialiasing (see
+        :func:`~dsolo_sk.features.clip.interpolate_pos_embed`).
     templates : "imagenet" or sequence of str, default="imagenet"
         Prompt templates with one ``"{}"`` for the class name. ``"imagenet"``
         means the 80 OpenAI ImageNet templates.
@@ -351,6 +414,7 @@ class CLIPFeatures(BaseEstimator):
 
     def __init__(self, model="ViT-B-16", pretrained="openai", *, short_side=336,
                  max_long_side=2048, window=None, stride=None,
+                 resampling="antialias", pos_interpolation="open_clip",
                  templates="imagenet", device="auto", dtype="auto",
                  batch_size=8, text_batch_size=256, cache_dir=None):
         self.model = model
@@ -359,6 +423,8 @@ class CLIPFeatures(BaseEstimator):
         self.max_long_side = max_long_side
         self.window = window
         self.stride = stride
+        self.resampling = resampling
+        self.pos_interpolation = pos_interpolation
         self.templates = templates
         self.device = device
         self.dtype = dtype
@@ -484,6 +550,9 @@ class CLIPFeatures(BaseEstimator):
             )
         self._check_int("batch_size", self.batch_size, 1)
         self._check_int("text_batch_size", self.text_batch_size, 1)
+        check_option(self.resampling, "resampling", ("antialias", "opencv"))
+        check_option(self.pos_interpolation, "pos_interpolation",
+                     ("open_clip", "scale_factor"))
         self._templates()
         _cache.check_device_dtype(self.device, self.dtype)
         return self._resolve_model()
@@ -599,8 +668,17 @@ class CLIPFeatures(BaseEstimator):
         ph, pw = bundle.patch_size
         if ph != pw:  # pragma: no cover - no such open_clip model
             raise ValueError("non-square patches are not supported.")
-        h, w = _resized_shape(hw[0], hw[1], self.short_side, self.max_long_side, ph)
+        h, w = self._resize_to(bundle, hw)
         return h // ph, w // pw
+
+    def _resize_to(self, bundle, hw):
+        """(height, width) in pixels that an image of size `hw` becomes."""
+        p = bundle.patch_size[0]
+        if self.resampling == "opencv":
+            return rescaled_shape(hw, self.short_side, self.max_long_side,
+                                  minimum=p)
+        return _resized_shape(hw[0], hw[1], self.short_side,
+                              self.max_long_side, p)
 
     def text_embeddings(self, classes):
         """Prompt-ensembled, L2-normalised text embeddings.
@@ -663,15 +741,19 @@ class CLIPFeatures(BaseEstimator):
         e = torch.cat(out).reshape(len(names), len(templates), -1).mean(1)
         return F.normalize(e, dim=-1)
 
-    def _preprocess(self, bundle, image, size):
+    def _preprocess(self, bundle, image, rows, cols):
         import torch
         import torch.nn.functional as F
 
+        p = bundle.patch_size[0]
+        if self.resampling == "opencv":
+            image = resize_image(image, self._resize_to(bundle, image.shape[:2]),
+                                 "opencv")[:rows * p, :cols * p]
         x = torch.tensor(image, device=bundle.device)
         x = x.permute(2, 0, 1)[None].float()
-        if tuple(x.shape[-2:]) != tuple(size):
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True,
-                              align_corners=False)
+        if tuple(x.shape[-2:]) != (rows * p, cols * p):
+            x = F.interpolate(x, size=(rows * p, cols * p), mode="bilinear",
+                              antialias=True, align_corners=False)
         mean = torch.tensor(bundle.mean, device=x.device).reshape(1, 3, 1, 1)
         std = torch.tensor(bundle.std, device=x.device).reshape(1, 3, 1, 1)
         return ((x - mean) / std).to(bundle.dtype)
@@ -689,39 +771,115 @@ class CLIPFeatures(BaseEstimator):
         Returns
         -------
         logits : ndarray of shape (n_classes, rows, cols), float32
-            Values in [-1, 1]; (rows, cols) is :meth:`grid_shape`.
+            Values in [-1, 1]; (rows, cols) is :meth:`grid_shape`. The
+            maximum, per class, of :meth:`compute_query_logits`.
         """
         classes = check_classes(classes)
         image = to_rgb_uint8(image)
-        return self._compute_logits(self._load(), image, classes)
+        queries, owner = self._query_logits(self._load(), image, classes)
+        return max_per_class(queries, owner, len(classes))
 
-    def _compute_logits(self, bundle, image, classes):
+    def compute_query_logits(self, image, classes):
+        """Cosine similarities between the patches and every text query.
+
+        Each synonym of a class name (``"person, man"``) is a query of its
+        own, as in the peers' evaluation, whose background rule takes a
+        softmax over all queries before the maximum over each class's
+        queries (see :func:`dsolo_sk.evaluation.class_probabilities`). In
+        sliding-window inference the windows are averaged per query, and
+        :meth:`compute_logits` is the per-class maximum of the averages.
+
+        The results of the last two calls (or of :meth:`compute_logits`)
+        are kept, keyed by the image's pixels and every parameter that
+        changes them, so that asking for the same image again (the
+        evaluation's background rule after the segmenter's own call) costs
+        no forward pass.
+
+        Parameters
+        ----------
+        image : array-like of shape (H, W[, C]), PIL image or path
+            Converted as documented in :mod:`dsolo_sk.features._images`.
+        classes : sequence of str
+            Class names; synonyms within a name are separated by commas.
+
+        Returns
+        -------
+        query_logits : ndarray of shape (n_queries, rows, cols), float32
+            One map per synonym, in the order of `classes` and of the
+            synonyms in each name.
+        query_class : ndarray of shape (n_queries,), int64
+            Index of the class each query belongs to.
+
+        Examples
+        --------
+        >>> import json, os, tempfile
+        >>> import numpy as np, open_clip
+        >>> from dsolo_sk.features import CLIPFeatures
+        >>> cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32,
+        ...        "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        ...        "text_cfg": {"context_length": 77, "vocab_size": 49408,
+        ...        "width": 32, "heads": 2, "layers": 1}}
+        >>> config = os.path.join(tempfile.mkdtemp(), "doctest-query-clip.json")
+        >>> with open(config, "w") as f:
+        ...     json.dump(cfg, f)
+        >>> clip = CLIPFeatures(config, None, short_side=32,
+        ...                     templates=["a photo of a {}."])
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # random weights
+        ...     q, owner = clip.compute_query_logits(
+        ...         np.zeros((32, 48, 3), np.uint8), ["sky, cloud", "cat"])
+        >>> q.shape, owner.tolist()
+        ((3, 4, 6), [0, 0, 1])
+        """
+        classes = check_classes(classes)
+        image = to_rgb_uint8(image)
+        queries, owner = self._query_logits(self._load(), image, classes)
+        return queries.copy(), owner.copy()
+
+    def _query_logits(self, bundle, image, classes):
+        image = np.ascontiguousarray(image)
+        key = (bundle.key, self._templates(), tuple(classes), self.short_side,
+               self.max_long_side, self.window, self.stride, self.resampling,
+               self.pos_interpolation, self.batch_size, self.text_batch_size,
+               image.shape, hashlib.blake2b(image).hexdigest())
+        with _RECENT_LOCK:
+            if key in _RECENT:
+                _RECENT.move_to_end(key)
+                return _RECENT[key]
+        value = self._compute_query_logits(bundle, image, classes)
+        with _RECENT_LOCK:
+            _RECENT[key] = value
+            while len(_RECENT) > _RECENT_SIZE:
+                _RECENT.popitem(last=False)
+        return value
+
+    def _compute_query_logits(self, bundle, image, classes):
         import torch
         import torch.nn.functional as F
 
         text, owner = self._text_embeddings(bundle, classes)
         p = bundle.patch_size[0]
         rows, cols = self._grid(bundle, image.shape[:2])
-        x = self._preprocess(bundle, image, (rows * p, cols * p))
-        n_cls = len(classes)
-        # (n_classes, max_synonyms) gather index, padded with the first one
-        groups = [torch.nonzero(owner == c).flatten() for c in range(n_cls)]
-        width = max(len(g) for g in groups)
-        index = torch.stack([torch.cat([g, g[:1].expand(width - len(g))])
-                             for g in groups])
+        x = self._preprocess(bundle, image, rows, cols)
+        n_queries = text.shape[0]
 
         def score(crops):
-            tok = dense_tokens(bundle.model.visual, crops)[:, 1:]
+            tok = dense_tokens(bundle.model.visual, crops,
+                               self.pos_interpolation)[:, 1:]
             tok = F.normalize(tok.float(), dim=-1)
-            sims = tok @ text.T  # (B, P, n_synonyms)
-            return sims[..., index].amax(-1)  # (B, P, n_classes)
+            return tok @ text.T  # (B, P, n_queries)
 
         with torch.inference_mode():
             if self.window is None:
-                out = score(x)[0].T.reshape(n_cls, rows, cols)
+                out = score(x)[0].T.reshape(n_queries, rows, cols)
             else:
-                out = self._sliding(x, score, rows, cols, p, n_cls)
-        return out.float().cpu().numpy()
+                out = self._sliding(x, score, rows, cols, p, n_queries)
+        out = out.float().cpu().numpy()
+        out.flags.writeable = False
+        owner = owner.cpu().numpy().astype(np.int64)
+        owner.flags.writeable = False
+        return out, owner
 
     def _sliding(self, x, score, rows, cols, p, n_cls):
         import torch

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._validation import check_classes
 from ..base import FitFreeMixin
-from ._contract import from_arrays
+from ._contract import from_arrays, max_per_class
 from ._images import check_images, to_rgb_uint8
 
 __all__ = ["FeatureExtractor"]
@@ -173,8 +173,11 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         list of xarray.Dataset
-            One Dataset per image, with ``logits``, ``image`` and (unless
-            ``affinity=False``) ``affinity``.
+            One Dataset per image, with ``logits``, ``image``, (unless
+            ``affinity=False``) ``affinity`` and, when the logits extractor
+            has a ``compute_query_logits`` method (as
+            :class:`~dsolo_sk.features.CLIPFeatures` does),
+            ``query_logits`` with its ``query_class`` coordinate.
         """
         from tqdm.auto import tqdm
 
@@ -187,11 +190,18 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         for k, img in enumerate(tqdm(images, desc="features", unit="image",
                                      disable=disable)):
             image = to_rgb_uint8(img, name=f"X[{k}]")
-            logits = logits_est.compute_logits(image, classes)
+            queries = {}
+            if callable(getattr(logits_est, "compute_query_logits", None)):
+                q, owner = logits_est.compute_query_logits(image, classes)
+                logits = max_per_class(q, owner, len(classes))
+                queries = {"query_logits": q, "query_class": owner}
+            else:
+                logits = logits_est.compute_logits(image, classes)
             affinity = None
             if aff_est is not None:
                 affinity = aff_est.compute_affinity(image, tuple(logits.shape[1:]))
-            out.append(from_arrays(logits, affinity, image, classes))
+            out.append(from_arrays(logits, affinity, image, classes,
+                                   **queries))
         return out
 
 
