@@ -165,6 +165,22 @@ def _affinity_component(request, scenes):
     return ColorPositionAffinity(), "compute_affinity", images[0], (4, 4)
 
 
+def _attention_component(request, scenes):
+    from dsolo_sk.features import ProjectedAttentionAffinity
+
+    images, _ = _images(scenes)
+    return (ProjectedAttentionAffinity(n_sinks=1), "compute_affinity",
+            images[0], (4, 4))
+
+
+def _degraded_component(request, scenes):
+    from dsolo_sk.features import DegradedAffinity, ProjectedAttentionAffinity
+
+    images, _ = _images(scenes)
+    return (DegradedAffinity(ProjectedAttentionAffinity(), random_state=0),
+            "compute_affinity", images[0], (4, 4))
+
+
 def _clip_component(request, scenes):
     images, _ = _images(scenes)
     clip = request.getfixturevalue("tiny_clip")
@@ -214,6 +230,8 @@ PROVIDERS = {
     "FeatureExtractor": _feature_extractor,
     "FeatureCache": _feature_cache,
     "ColorPositionAffinity": _affinity_component,
+    "ProjectedAttentionAffinity": _attention_component,
+    "DegradedAffinity": _degraded_component,
     "CLIPFeatures": _clip_component,
     "DiffusionAttention": _diffusion_component,
     "KLDiscrepancy": _discrepancy(dsolo_sk.KLDiscrepancy),

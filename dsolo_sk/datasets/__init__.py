@@ -15,6 +15,10 @@
    split_synonyms
    write_fake_dataset
    make_scenes
+   make_scene_family
+   SCENE_FAMILIES
+   AFFINITY_KINDS
+   LOGIT_RANGES
 
 How a dataset hands its classes to a segmenter: ``dataset.classes`` holds
 one string per class, its synonyms joined by ``", "`` exactly as on the line
@@ -43,6 +47,8 @@ from ._classnames import (CLASS_FILES, display_name, load_class_names,
                           split_synonyms)
 from ._fake import write_fake_dataset
 
+from ._families import (AFFINITY_KINDS, LOGIT_RANGES, SCENE_FAMILIES,
+                        make_scene_family)
 from ._synthetic import make_scenes
 
 __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
@@ -50,4 +56,5 @@ __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
            "SegmentationDataset", "load_dataset", "read_image",
            "read_label_map", "CLASS_FILES", "display_name",
            "load_class_names", "split_synonyms", "write_fake_dataset",
-           "make_scenes"]
+           "make_scenes", "make_scene_family", "SCENE_FAMILIES",
+           "AFFINITY_KINDS", "LOGIT_RANGES"]

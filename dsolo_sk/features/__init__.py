@@ -5,6 +5,8 @@
    from_arrays
    check_features
    ColorPositionAffinity
+   ProjectedAttentionAffinity
+   DegradedAffinity
    CLIPFeatures
    DiffusionAttention
    FeatureExtractor
@@ -16,7 +18,8 @@ so that ``import dsolo_sk`` stays light for work on precomputed features.
 import importlib
 
 from ._contract import check_features, from_arrays
-from .affinity import ColorPositionAffinity
+from .affinity import (ColorPositionAffinity, DegradedAffinity,
+                       ProjectedAttentionAffinity)
 
 # name -> submodule; imported on first access (PEP 562)
 _LAZY = {
@@ -28,6 +31,7 @@ _LAZY = {
 }
 
 __all__ = ["from_arrays", "check_features", "ColorPositionAffinity",
+           "ProjectedAttentionAffinity", "DegradedAffinity",
            "CLIPFeatures", "WeightsUnavailableError", "clear_model_cache",
            "DiffusionAttention", "FeatureExtractor"]
 
