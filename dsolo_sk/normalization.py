@@ -21,11 +21,15 @@ from sklearn.base import BaseEstimator
 from ._validation import check_option, check_scalar
 
 __all__ = ["LogitNormalizer", "suppress_non_maximum", "normalize_logits",
-           "logit_spread", "NORMALIZATIONS", "NMS_FILLS", "NORMALIZE_OVER",
+           "class_contrast", "logit_spread", "NORMALIZATIONS",
+           "NORMALIZER_METHODS", "NMS_FILLS", "NORMALIZE_OVER",
            "TEMPERATURE_UNITS"]
 
 #: The values of `method` of :func:`normalize_logits`.
 NORMALIZATIONS = ("softmax", "l1", "zscore")
+#: The values of `method` of :class:`LogitNormalizer`: those of
+#: :func:`normalize_logits` and ``"contrast"``.
+NORMALIZER_METHODS = NORMALIZATIONS + ("contrast",)
 #: The values of `fill` of :func:`suppress_non_maximum`.
 NMS_FILLS = ("zero", "min")
 #: The values of `over` of :func:`normalize_logits`.
@@ -208,6 +212,56 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
     return q, mass
 
 
+def class_contrast(logits, temperature):
+    """Per-patch class probabilities of the logits centred per class.
+
+    .. math::
+
+        w_{ci} = \\frac{\\exp\\big((L_{ci} - \\bar L_c)/T\\big)}
+        {\\sum_k \\exp\\big((L_{ki} - \\bar L_k)/T\\big)},
+        \\qquad \\bar L_c = \\frac1P \\sum_i L_{ci}.
+
+    Centring each class over the patches removes what is constant over
+    the image for that class: a per-class bias of the text embedding, and
+    the leakage of a present class into every patch. The softmax over
+    classes then lets the classes compete at every patch, so an absent
+    class, flat but for noise, cannot take a patch where a present class
+    stands out. Suppressed entries (``-inf``) get no weight; the mean
+    runs over each class's finite entries.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (N, P)
+        Logits, possibly ``-inf`` where suppressed.
+    temperature : float
+        The softmax temperature, on the logits' scale.
+
+    Returns
+    -------
+    weights : ndarray of shape (N, P)
+        Every column with a finite entry sums to one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.normalization import class_contrast
+    >>> L = np.array([[0.9, 0.8, 0.7], [0.1, 0.2, 0.6]])  # class 0 biased
+    >>> class_contrast(L, 0.1).argmax(0)
+    array([0, 0, 1])
+    """
+    check_scalar(temperature, "temperature", min_val=0, include_min=False)
+    logits = np.asarray(logits, dtype=np.float64)
+    finite = np.isfinite(logits)
+    n = np.maximum(finite.sum(1, keepdims=True), 1)
+    mean = np.where(finite, logits, 0.0).sum(1, keepdims=True) / n
+    z = np.where(finite, (logits - mean) / temperature, -np.inf)
+    top = np.max(z, axis=0, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    w = np.where(finite, np.exp(z - top), 0.0)
+    total = w.sum(0, keepdims=True)
+    return w / np.where(total > 0, total, 1.0)
+
+
 class LogitNormalizer(BaseEstimator):
     """Non-maximum suppression and normalisation of class logits.
 
@@ -238,8 +292,12 @@ class LogitNormalizer(BaseEstimator):
     nms_fill : {"zero", "min"}, default="zero"
         What the suppressed entries get: no weight at all (``"zero"``), or
         their class's smallest logit over the image (``"min"``).
-    method : {"l1", "softmax", "zscore"}, default="l1"
-        The weights.
+    method : {"l1", "softmax", "zscore", "contrast"}, default="l1"
+        The weights. ``"contrast"``: the softmax over classes, at every
+        patch, of the logits centred per class (:func:`class_contrast`),
+        so that the class ratio :math:`f_c = P m_c q_c` is the class's
+        probability at each patch; suppression, when on, keeps at every
+        patch the winning class's probability only.
     temperature : float, default=0.01
         Softmax temperature of ``method="softmax"`` (CLIP's is 1/100), in
         the unit of `temperature_unit`.
@@ -281,9 +339,9 @@ class LogitNormalizer(BaseEstimator):
         if not isinstance(self.nms, (bool, np.bool_)):
             raise TypeError(f"nms must be True or False, got {self.nms!r}.")
         check_option(self.nms_fill, "nms_fill", NMS_FILLS)
-        check_option(self.method, "method", NORMALIZATIONS)
+        check_option(self.method, "method", NORMALIZER_METHODS)
         check_scalar(self.temperature, "temperature", min_val=0,
-                     include_min=False)
+                     include_min=False, max_val=1e6)
         check_option(self.over, "over", NORMALIZE_OVER)
         check_option(self.temperature_unit, "temperature_unit",
                      TEMPERATURE_UNITS)
@@ -313,6 +371,18 @@ class LogitNormalizer(BaseEstimator):
         temperature = self.temperature
         if self.temperature_unit == "spread":
             temperature = temperature * logit_spread(logits)
+        if self.method == "contrast":
+            w = class_contrast(logits, temperature)
+            if self.nms:
+                w = suppress_non_maximum(w, self.nms_fill)
+                w = np.where(np.isfinite(w), w, 0.0)
+            total = w.sum(1)
+            q = w / np.where(total > 0, total, 1.0)[:, None]
+            if self.over == "image":
+                mass = total / total.sum()
+            else:
+                mass = (total > 0).astype(np.float64)
+            return q, mass
         if self.nms:
             logits = suppress_non_maximum(logits, self.nms_fill)
         return normalize_logits(logits, self.method, temperature,

@@ -59,3 +59,22 @@ def test_sink_patches_change_few_labels(scenes, mode):
         b = seg.predict([_with(ds, affinity=_add_sinks(aff, sinks, 0.5))])[0]
         changed.append(np.mean(a != b))
     assert max(changed) <= 0.05, changed
+
+
+def test_contrast_is_invariant_to_per_class_offsets_and_scale(scenes):
+    from dsolo_sk import LogitNormalizer
+
+    norm = LogitNormalizer(method="contrast", nms=False, temperature=1.0,
+                           temperature_unit="spread")
+    rng = np.random.default_rng(1)
+    for ds in scenes:
+        L = ds["logits"].values.reshape(ds.sizes["class"], -1)
+        L = L.astype(np.float64)
+        q, m = norm.normalize(L)
+        moved = 37.0 * L + rng.normal(size=(L.shape[0], 1))  # bias per class
+        q2, m2 = norm.normalize(moved)
+        np.testing.assert_allclose(q, q2, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(m, m2, rtol=1e-6, atol=1e-12)
+        # the class ratio f = P m q is the class's probability per patch
+        f = q * q.shape[1] * m[:, None]
+        np.testing.assert_allclose(f.sum(0), 1.0, rtol=1e-9)
