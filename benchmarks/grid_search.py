@@ -1,9 +1,12 @@
 """Cost of a grid search over a cached-feature Pipeline, against one predict.
 
-A grid search over the segmenter's parameters (``tau``, ``epsilon``) must
-not re-run the models: with the features step wrapped in a
-:class:`~dsolo_sk.model_selection.FeatureCache`, a 3 x 3 grid with 2-fold
-cross-validation (18 fits and scores, plus the refit) should cost at most
+A grid search over the segmenter's parts must not re-run the models: with
+the features step wrapped in a
+:class:`~dsolo_sk.model_selection.FeatureCache`, a search that chooses the
+discrepancy and its parameter (:class:`~dsolo_sk.TransportVelocity` with
+``tau`` in {0.1, 0.3, 1.0}, :class:`~dsolo_sk.TransportPath` with
+``epsilon`` in {0.05, 0.1, 0.5}: 6 candidates) with 2-fold
+cross-validation (12 fits and scores, plus the refit) should cost at most
 1.5 times one ``predict`` pass over the same images.
 
 What runs: generated scenes (:func:`dsolo_sk.datasets.make_scenes`, their
@@ -18,7 +21,7 @@ Timed, each from an empty feature cache, after the model and the text
 embeddings are loaded:
 
 - ``predict``: one ``predict`` over all images through the plain Pipeline
-  (extractor, then segmenter; no cache), the reference;
+  (extractor, then the segmenter of ``--mode``; no cache), the reference;
 - ``grid``: ``GridSearchCV(..., cv=KFold(2), error_score="raise").fit``
   over the Pipeline whose features step is a ``FeatureCache`` writing to a
   folder (``memory=``);
@@ -52,14 +55,31 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 
-from dsolo_sk import DirectSegmenter
+from dsolo_sk import DirectSegmenter, TransportPath, TransportVelocity
 from dsolo_sk.datasets import make_scenes
 from dsolo_sk.features import (CLIPFeatures, ColorPositionAffinity,
                                FeatureExtractor)
 from dsolo_sk.model_selection import (FeatureCache, clear_feature_cache,
                                       feature_cache_info)
 
-GRID = {"segment__tau": [0.1, 0.3, 1.0], "segment__epsilon": [0.05, 0.1, 0.5]}
+#: The discrepancy and its parameter, one sub-grid per discrepancy.
+GRID = [{"segment__discrepancy": [TransportVelocity()],
+         "segment__discrepancy__tau": [0.1, 0.3, 1.0]},
+        {"segment__discrepancy": [TransportPath()],
+         "segment__discrepancy__epsilon": [0.05, 0.1, 0.5]}]
+
+
+def _plain(value):
+    """A JSON-ready value: numbers as they are, estimators by their repr."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return repr(value)
 
 
 def _timed(fn):
@@ -78,7 +98,8 @@ def main(argv=None):
                         help="open_clip architecture (random weights)")
     parser.add_argument("--short-side", type=int, default=448)
     parser.add_argument("--mode", default="velocity",
-                        choices=["velocity", "path"])
+                        choices=["velocity", "path"],
+                        help="method of the reference predict pass")
     parser.add_argument("--plain-memory", action="store_true",
                         help="also time the grid with Pipeline(memory=) "
                         "alone (about 10x slower)")
@@ -100,14 +121,16 @@ def main(argv=None):
         extractor = FeatureExtractor(logits=clip, affinity=ColorPositionAffinity(),
                                      classes=classes, progress=False)
         t_load, _, _ = _timed(lambda: extractor.transform([warmup]))
-    segmenter = DirectSegmenter(mode=args.mode, progress=False)
+    method = {"velocity": TransportVelocity, "path": TransportPath}[args.mode]
+    segmenter = DirectSegmenter(discrepancy=method(), progress=False)
     plain = Pipeline([("features", extractor), ("segment", segmenter)])
 
     t_extract, c_extract, feats = _timed(lambda: extractor.transform(images))
     t_segment, c_segment, _ = _timed(lambda: segmenter.predict(feats))
     t_predict, c_predict, _ = _timed(lambda: plain.predict(images))
-    grid = dict(GRID)
-    n_candidates = int(np.prod([len(v) for v in grid.values()]))
+    grid = [dict(sub) for sub in GRID]
+    n_candidates = sum(int(np.prod([len(v) for v in sub.values()]))
+                       for sub in grid)
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,8 +146,7 @@ def main(argv=None):
             "seconds": t_grid, "ratio": t_grid / t_predict,
             "cpu_seconds": c_grid, "cpu_ratio": c_grid / c_predict,
             "feature_misses": info["misses"], "feature_hits": info["hits"],
-            "best_params": {k: float(v) for k, v in
-                            search.best_params_.items()},
+            "best_params": _plain(search.best_params_),
             "best_score": float(search.best_score_)}
         if args.plain_memory:
             mem = Pipeline([("features", extractor), ("segment", segmenter)],
@@ -141,7 +163,7 @@ def main(argv=None):
         "setting": {"images": args.images, "image_size": args.image_size,
                     "classes": args.classes, "model": args.model,
                     "weights": "random", "short_side": args.short_side,
-                    "grid": grid, "cv": "KFold(2)", "candidates":
+                    "grid": _plain(grid), "cv": "KFold(2)", "candidates":
                     n_candidates, "mode": args.mode, "affinity":
                     "ColorPositionAffinity", "threads":
                     os.environ.get("OMP_NUM_THREADS", "default")},

@@ -66,19 +66,25 @@ def clip_forward_seconds(size=448):
 
 
 def postprocessing_seconds():
-    from dsolo_sk import DirectSegmenter
+    from dsolo_sk import (DirectSegmenter, JointBilateralUpsampler,
+                          KLDiscrepancy, TransportPath, TransportVelocity)
     from dsolo_sk.datasets import make_scenes
 
     X, _ = make_scenes(n_scenes=1, n_classes=21, image_size=448,
                        random_state=0)
+    gaussian = JointBilateralUpsampler(kernel="gaussian")
     out = {}
-    for name, params in (("velocity (defaults)", dict(mode="velocity")),
-                         ("path (defaults)", dict(mode="path")),
-                         ("kl (defaults)", dict(mode="kl")),
+    for name, params in (("velocity (defaults)", dict(
+                             discrepancy=TransportVelocity())),
+                         ("path (defaults)", dict(
+                             discrepancy=TransportPath())),
+                         ("kl (defaults)", dict(discrepancy=KLDiscrepancy())),
                          ("velocity, Gaussian JBU", dict(
-                             mode="velocity", jbu_kernel="gaussian")),
+                             discrepancy=TransportVelocity(),
+                             upsampler=gaussian)),
                          ("path, Gaussian JBU", dict(
-                             mode="path", jbu_kernel="gaussian"))):
+                             discrepancy=TransportPath(),
+                             upsampler=gaussian))):
         seg = DirectSegmenter(**params)
         out[name] = median_time(lambda: seg.predict(X))
     return out

@@ -45,6 +45,12 @@ def _model_options(p):
     g = p.add_argument_group("models")
     g.add_argument("--mode", choices=MODES, default="velocity",
                    help="discrepancy of the segmenter (default: velocity)")
+    g.add_argument("--tau", type=float, default=None,
+                   help="convergence threshold of the velocity mode, "
+                        "TransportVelocity(tau=TAU) (default: 0.3)")
+    g.add_argument("--epsilon", type=float, default=None,
+                   help="entropic regularisation of the path mode, "
+                        "TransportPath(epsilon=EPSILON) (default: 0.1)")
     g.add_argument("--model", default="ViT-B-16",
                    help="open_clip architecture, model-config JSON or "
                         "local-dir folder (default: ViT-B-16)")
@@ -161,10 +167,37 @@ def _templates(arg):
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
+def _discrepancy(args):
+    """The discrepancy of ``--tau`` or ``--epsilon``, checked; else None."""
+    from .discrepancy import TransportPath, TransportVelocity
+
+    options = (("--tau", "tau", "velocity", TransportVelocity),
+               ("--epsilon", "epsilon", "path", TransportPath))
+    disc = None
+    for option, name, mode, cls in options:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if args.mode != mode:
+            raise ValueError(
+                f"{option} sets {cls.__name__}({name}=...), the discrepancy "
+                f"of --mode {mode}; got --mode {args.mode}: pass "
+                f"--mode {mode} or leave {option} out."
+            )
+        disc = cls(**{name: value})
+        try:
+            disc._validate_params()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{option}: {exc}") from None
+    return disc
+
+
 def build_segmenter(args, *, short_side=336):
     """The segmenter described by the parsed model options."""
     from .features import CLIPFeatures
     from .segmenters import DirectSegmenter
+
+    discrepancy = _discrepancy(args)
 
     pretrained = None if args.pretrained.lower() == "none" else \
         args.pretrained
@@ -184,7 +217,7 @@ def build_segmenter(args, *, short_side=336):
             affinity = DiffusionAttention(device=args.device,
                                           dtype=args.dtype, **kw)
     return DirectSegmenter(mode=args.mode, extractor=clip, affinity=affinity,
-                           progress=False)
+                           discrepancy=discrepancy, progress=False)
 
 
 def _on_sigterm(signum, frame):

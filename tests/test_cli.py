@@ -177,3 +177,66 @@ def test_sigterm_stops_the_cli_and_the_rerun_resumes(model_args, tmp_path):
 def _counts(path):
     body = json.loads(path.read_text())
     return body["cm_index"], body["cm_count"]
+
+
+def _segment_argv(*extra):
+    return ["segment", "photo.png", "--classes", "a,b", "--out", "o",
+            "--affinity", "color", "--pretrained", "none", *extra]
+
+
+@pytest.mark.parametrize("extra, cls, name, value", [
+    (["--tau", "0.5"], "TransportVelocity", "tau", 0.5),
+    (["--mode", "path", "--epsilon", "0.05"], "TransportPath", "epsilon",
+     0.05),
+])
+def test_tau_and_epsilon_build_the_discrepancy(extra, cls, name, value):
+    from dsolo_sk.cli import build_parser, build_segmenter
+
+    seg = build_segmenter(build_parser().parse_args(_segment_argv(*extra)))
+    assert type(seg.discrepancy).__name__ == cls
+    assert seg.get_params()[f"discrepancy__{name}"] == value
+    # the discrepancy holds the knob; nothing else differs from the default
+    params = seg.discrepancy.get_params()
+    params.pop(name)
+    assert params == {k: v for k, v in type(seg.discrepancy)()
+                      .get_params().items() if k != name}
+    plain = build_segmenter(build_parser().parse_args(_segment_argv()))
+    assert plain.discrepancy is None
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--mode", "path", "--tau", "0.5"], ["--tau", "--mode velocity"]),
+    (["--epsilon", "0.1"], ["--epsilon", "--mode path"]),
+    (["--mode", "kl", "--tau", "0.3"], ["--tau", "--mode velocity"]),
+    (["--tau", "nan"], ["--tau", "nan"]),
+    (["--mode", "path", "--epsilon", "-1"], ["--epsilon", "> 0"]),
+])
+def test_tau_and_epsilon_errors_name_the_option(extra, words, tmp_path,
+                                                capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    argv = _segment_argv(*extra)
+    argv[1], argv[5] = str(image), str(tmp_path / "o")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dsolo-sk: error:")
+    for word in words:
+        assert word in err
+
+
+def test_evaluate_records_tau_and_refuses_to_mix_runs(model_args, tmp_path,
+                                                      capsys):
+    root = write_fake_dataset("ade20k", tmp_path / "data", n_images=1)
+    out = tmp_path / "out"
+    argv = ["evaluate", "--dataset", "ade20k", "--root", root, "--out",
+            str(out), "--short-side", "32", "--no-progress", *model_args,
+            "--mode", "velocity"]
+    assert main([*argv, "--tau", "0.5"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    disc = data["segmenter"]["params"]["discrepancy"]
+    assert disc["class"] == "dsolo_sk.discrepancy.TransportVelocity"
+    assert disc["params"]["tau"] == 0.5
+    capsys.readouterr()
+    # another tau is another run: its results never mix with these
+    assert main([*argv, "--tau", "0.2"]) == 1
+    assert str(out) in capsys.readouterr().err
