@@ -13,6 +13,9 @@ together stand for the background class 0.
 import os
 from importlib import resources
 
+from .. import _io
+from .._validation import check_classes
+
 __all__ = ["CLASS_FILES", "load_class_names", "split_synonyms",
            "display_name"]
 
@@ -92,9 +95,7 @@ def _read_lines(text, source):
             f"{source} holds {len(classes)} class(es); a class file needs at "
             "least two lines, one class per line."
         )
-    dups = sorted({c for c in classes if classes.count(c) > 1})
-    if dups:
-        raise ValueError(f"{source} lists the classes {dups} twice.")
+    check_classes(classes, name=f"the classes of {source}")
     return classes
 
 
@@ -113,6 +114,16 @@ def load_class_names(name_or_path):
     list of str
         One entry per class, its synonyms joined by ``", "``. This is the
         form in which a dataset hands its classes to a segmenter.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `name_or_path` is neither a dataset key nor an existing file.
+    dsolo_sk.exceptions.UnreadableFileError
+        If the file is not UTF-8 text, holds fewer than two classes, an
+        empty line between commas, or two classes that CLIP's tokenizer
+        cannot tell apart (see :func:`dsolo_sk._validation.check_classes`);
+        the message names the file.
 
     Examples
     --------
@@ -135,11 +146,13 @@ def load_class_names(name_or_path):
             "classnames", CLASS_FILES[key])
         return _read_lines(ref.read_text(encoding="utf-8"),
                            f"class file {CLASS_FILES[key]!r}")
-    if not os.path.isfile(key):
+    if not os.path.lexists(key):
         raise FileNotFoundError(
             f"no class file {key!r}: pass one of the dataset keys "
             f"{sorted(CLASS_FILES)} or the path of a text file with one "
             "class per line."
         )
-    with open(key, encoding="utf-8") as f:
-        return _read_lines(f.read(), f"class file {key!r}")
+    expected = "a class file (UTF-8 text, one class per line)"
+    text = _io.read_text(key, expected)
+    with _io.reading(key, expected):
+        return _read_lines(text, f"class file {key!r}")
