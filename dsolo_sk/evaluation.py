@@ -46,7 +46,7 @@ import xarray as xr
 from . import __version__, _io
 from ._validation import check_classes, check_option, check_scalar
 from .metrics import confusion_matrix, iou_from_confusion
-from .protocols import Protocol, get_protocol
+from .protocols import SETTINGS, Protocol, get_protocol
 
 __all__ = ["evaluate", "predict_image", "EvaluationResult", "ResultStore",
            "describe_estimator"]
@@ -524,6 +524,10 @@ def _resolve_protocol(protocol, dataset):
     if protocol is None:
         protocol = "paper"
     if isinstance(protocol, str):
+        if protocol not in SETTINGS:
+            raise ValueError(
+                f"protocol must be None, one of {list(SETTINGS)} or a "
+                f"Protocol, got {protocol!r}.")
         protocol = get_protocol(dataset.name, protocol)
     if isinstance(protocol, dict):
         protocol = Protocol.from_dict(protocol)
@@ -729,6 +733,18 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
     return run.finish()
 
 
+def _validate_params(estimator):
+    """Run the estimator's own parameter checks (the package's estimators
+    define ``_validate_params``) before any image, so that a bad parameter
+    is named before anything is computed or written."""
+    from sklearn.base import BaseEstimator
+
+    validate = getattr(type(estimator), "_validate_params", None)
+    if callable(validate) and validate is not getattr(
+            BaseEstimator, "_validate_params", None):
+        estimator._validate_params()
+
+
 _DATASET_ATTRS = ("name", "classes", "n_classes", "ids", "__getitem__",
                   "__len__")
 
@@ -776,6 +792,7 @@ class _Run:
         self.out = out
         self.estimator, self.geometry = prepare_estimator(
             estimator, dataset.classes, self.protocol)
+        _validate_params(self.estimator)
         self.method = _score_method(self.estimator, scores)
         self.info = _run_info(self.estimator, dataset, self.protocol,
                               self.method, self.geometry)

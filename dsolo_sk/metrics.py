@@ -182,6 +182,9 @@ def per_class_iou(y_true, y_pred, classes, **kwargs):
     >>> per_class_iou([t], [t], ["sky", "tree"]).values
     array([1., 1.])
     """
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise TypeError(
+            f"classes must be a list of class names, got {classes!r}.")
     classes = list(classes)
     cm = confusion_matrix(y_true, y_pred, len(classes), **kwargs)
     return xr.DataArray(iou_from_confusion(cm), dims=("class",),

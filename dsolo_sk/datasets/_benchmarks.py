@@ -258,7 +258,7 @@ class SegmentationDataset(Sequence):
         return os.path.join(self.root, template.format(split=self._split_dir()))
 
     def _resolve_root(self, root):
-        root = os.path.abspath(os.fspath(root))
+        root = os.path.abspath(_io.as_path(root, "root"))
         if not os.path.isdir(root):
             raise FileNotFoundError(
                 f"{self.name}: dataset folder {root!r} does not exist; pass "
