@@ -248,3 +248,21 @@ def test_evaluate_refuses_lists_and_repeated_samples(voc20):
 def test_evaluate_takes_numpy_limits(voc20):
     res = evaluate(_scores(1.0), voc20, limit=np.int64(1), progress=False)
     assert len(res.ids) == 1
+
+
+def test_bad_arguments_are_named_before_anything_is_written(voc20, tmp_path):
+    from dsolo_sk import DirectSegmenter
+    from dsolo_sk.metrics import per_class_iou
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="mode"):
+        evaluate(DirectSegmenter(mode="nope"), voc20, out=out,
+                 progress=False)
+    with pytest.raises(ValueError, match="protocol must be None, one of"):
+        evaluate(_scores(1.0), voc20, protocol="paperz", out=out,
+                 progress=False)
+    assert not out.exists()
+    with pytest.raises(TypeError, match="root must be a path"):
+        load_dataset("voc20", None)
+    with pytest.raises(TypeError, match="classes must be a list"):
+        per_class_iou([np.zeros((2, 2), int)], [np.zeros((2, 2), int)], None)
