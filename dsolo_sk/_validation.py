@@ -128,9 +128,9 @@ def check_classes(classes, *, name="classes"):
             first = seen[key]
             if first == c:
                 raise ValueError(
-                    f"{name} holds the duplicate name {c!r}; each class must "
-                    "appear once (put synonyms on one name, separated by "
-                    "', ')."
+                    f"{name} holds the name {c!r} twice (a duplicate); each "
+                    "class must appear once (put synonyms on one name, "
+                    "separated by ', ')."
                 )
             raise ValueError(
                 f"{name} holds names that CLIP's tokenizer cannot tell apart "

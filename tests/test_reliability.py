@@ -151,7 +151,7 @@ CLASS_CASES = [
     (["fish &amp; chips", "fish & chips"], ValueError, "cannot tell apart"),
     (["cat", None], TypeError, r"classes\[1\] must be a string, got None"),
     (["cat", " , "], ValueError, r"classes\[1\] = ' , ' holds no name"),
-    (["cat", "cat"], ValueError, "duplicate name 'cat'"),
+    (["cat", "cat"], ValueError, "name 'cat' twice"),
     (None, ValueError, "classes is required"),
 ]
 

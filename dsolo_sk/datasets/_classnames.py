@@ -79,7 +79,9 @@ def display_name(name, *, background=False):
     return "background" if background else split_synonyms(name)[0]
 
 
-def _read_lines(text, source):
+def _read_lines(text):
+    """The classes of a class file's text; ValueError saying what is wrong
+    (without naming the file: the caller does)."""
     classes = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -88,14 +90,12 @@ def _read_lines(text, source):
             classes.append(SYNONYM_SEPARATOR.join(split_synonyms(line)))
         except ValueError:
             raise ValueError(
-                f"{source}, line {lineno}: {line!r} holds no class name."
-            ) from None
+                f"line {lineno}, {line!r}, holds no class name") from None
     if len(classes) < 2:
         raise ValueError(
-            f"{source} holds {len(classes)} class(es); a class file needs at "
-            "least two lines, one class per line."
-        )
-    check_classes(classes, name=f"the classes of {source}")
+            f"it holds {len(classes)} class(es); a class file needs at "
+            "least two lines, one class per line")
+    check_classes(classes, name="it")
     return classes
 
 
@@ -144,8 +144,7 @@ def load_class_names(name_or_path):
     if key in CLASS_FILES:
         ref = resources.files("dsolo_sk.datasets").joinpath(
             "classnames", CLASS_FILES[key])
-        return _read_lines(ref.read_text(encoding="utf-8"),
-                           f"class file {CLASS_FILES[key]!r}")
+        return _read_lines(ref.read_text(encoding="utf-8"))
     if not os.path.lexists(key):
         raise FileNotFoundError(
             f"no class file {key!r}: pass one of the dataset keys "
@@ -154,5 +153,9 @@ def load_class_names(name_or_path):
         )
     expected = "a class file (UTF-8 text, one class per line)"
     text = _io.read_text(key, expected)
-    with _io.reading(key, expected):
-        return _read_lines(text, f"class file {key!r}")
+    try:
+        return _read_lines(text)
+    except (TypeError, ValueError) as exc:
+        raise _io.UnreadableFileError(
+            key, expected, str(exc), hint="write one class per line, "
+            "synonyms separated by ', '") from None
