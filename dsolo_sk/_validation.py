@@ -4,6 +4,8 @@ Every check raises a ``ValueError`` or ``TypeError`` whose message says how
 to fix the call.
 """
 
+from collections.abc import KeysView
+from collections.abc import Set as AbstractSet
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,26 +13,71 @@ import numpy as np
 IGNORE_INDEX = 255
 
 
+def normalize_class_name(name):
+    """The form in which CLIP's tokenizer sees a class name.
+
+    open_clip's tokenizer unescapes HTML entities, collapses whitespace,
+    strips and lower-cases its input, so names that differ only in these
+    ways get the same text embedding. Synonyms (separated by commas) are
+    normalised one by one; empty synonyms are dropped.
+
+    Examples
+    --------
+    >>> from dsolo_sk._validation import normalize_class_name
+    >>> normalize_class_name("  Traffic   Light ,signal")
+    'traffic light, signal'
+    """
+    import html
+
+    parts = []
+    for part in name.split(","):
+        part = " ".join(html.unescape(html.unescape(part)).split()).lower()
+        if part:
+            parts.append(part)
+    return ", ".join(parts)
+
+
 def check_classes(classes, *, name="classes"):
     """Validate a list of class names and return it as a tuple of str.
+
+    Names are compared the way CLIP's tokenizer sees them
+    (:func:`normalize_class_name`: case, surrounding and repeated
+    whitespace, HTML entities): two names that collide there would get
+    the same score everywhere, so one of them could never be predicted.
 
     Parameters
     ----------
     classes : sequence of str
-        At least two distinct, non-empty names.
+        At least two distinct, non-empty names, in a fixed order (a list or
+        tuple): label ``k`` of a prediction means ``classes[k]``.
     name : str, default="classes"
         Name of the argument, used in error messages.
 
     Returns
     -------
     tuple of str
+        The names as given.
 
     Raises
     ------
     TypeError
-        If `classes` is a bare string or holds something else than strings.
+        If `classes` is a bare string, a set (whose order, hence the meaning
+        of each label, changes between processes) or holds something else
+        than strings (``None`` included).
     ValueError
-        If there are fewer than two names, an empty name or a duplicate.
+        If `classes` is None, there are fewer than two names, an empty name
+        or two names that collide.
+
+    Examples
+    --------
+    >>> from dsolo_sk._validation import check_classes
+    >>> check_classes(["cat", "dog, puppy"])
+    ('cat', 'dog, puppy')
+    >>> check_classes(["Cat", "cat "])
+    Traceback (most recent call last):
+    ...
+    ValueError: classes holds names that CLIP's tokenizer cannot tell apart
+    (it lower-cases, strips and collapses whitespace): 'Cat' and 'cat '; ...
     """
     if isinstance(classes, (str, bytes)):
         raise TypeError(
@@ -42,6 +89,14 @@ def check_classes(classes, *, name="classes"):
         raise ValueError(
             f"{name} is required: pass a list of at least two class names."
         )
+    if isinstance(classes, (set, frozenset)) or (
+            isinstance(classes, AbstractSet)
+            and not isinstance(classes, KeysView)):
+        raise TypeError(
+            f"{name} is a {type(classes).__name__}, whose order (and so the "
+            "meaning of each predicted label) changes between runs; pass a "
+            f"list, for example sorted({name})."
+        )
     try:
         classes = list(classes)
     except TypeError:
@@ -49,27 +104,41 @@ def check_classes(classes, *, name="classes"):
             f"{name} must be a list of class names, got "
             f"{type(classes).__name__}."
         ) from None
-    for c in classes:
+    for k, c in enumerate(classes):
         if not isinstance(c, str):
             raise TypeError(
-                f"{name} must hold strings, got {c!r} of type "
+                f"{name}[{k}] must be a string, got {c!r} of type "
                 f"{type(c).__name__}."
             )
-        if not c.strip():
-            raise ValueError(f"{name} holds an empty class name; remove it.")
+        if not normalize_class_name(c):
+            raise ValueError(
+                f"{name}[{k}] = {c!r} holds no name; remove it or write a "
+                "name (synonyms separated by ', ')."
+            )
     if len(classes) < 2:
         raise ValueError(
             f"{name} must hold at least two class names, got {len(classes)}: "
             "an argmax over a single class is always that class. Add a "
             "background or 'other' class."
         )
-    seen = set()
-    dups = sorted({c for c in classes if c in seen or seen.add(c)})
-    if dups:
-        raise ValueError(
-            f"{name} holds duplicate names {dups}; each class must appear "
-            "once (put synonyms on one name, separated by ', ')."
-        )
+    seen = {}
+    for c in classes:
+        key = normalize_class_name(c)
+        if key in seen:
+            first = seen[key]
+            if first == c:
+                raise ValueError(
+                    f"{name} holds the name {c!r} twice (a duplicate); each "
+                    "class must appear once (put synonyms on one name, "
+                    "separated by ', ')."
+                )
+            raise ValueError(
+                f"{name} holds names that CLIP's tokenizer cannot tell apart "
+                "(it lower-cases, strips and collapses whitespace): "
+                f"{first!r} and {c!r}; the second could never be predicted. "
+                "Merge them or rename one."
+            )
+        seen[key] = c
     return tuple(classes)
 
 
@@ -126,8 +195,11 @@ def check_scalar(value, name, *, target_type=Real, min_val=None,
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value,
                                                               target_type):
-        kind = ("an integer" if target_type is Integral
-                or target_type == (int, np.integer) else "a number")
+        types = (target_type if isinstance(target_type, tuple)
+                 else (target_type,))
+        kind = ("an integer" if all(
+            isinstance(t, type) and issubclass(t, (Integral, np.integer))
+            for t in types) else "a number")
         raise TypeError(
             f"{name} must be {kind}, got {value!r} of type "
             f"{type(value).__name__}."

@@ -158,13 +158,16 @@ def build_parser():
 
 
 def _templates(arg):
+    from . import _io
+
     if arg == "imagenet":
         return "imagenet"
-    if not os.path.isfile(arg):
+    if not os.path.lexists(arg):
         raise FileNotFoundError(
             f"--templates {arg!r} is neither 'imagenet' nor a file.")
-    with open(arg, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    text = _io.read_text(arg, "a template file (UTF-8 text, one template "
+                         "holding '{}' per line)")
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _discrepancy(args):
@@ -225,10 +228,12 @@ def _on_sigterm(signum, frame):
 
 
 def _evaluate(args):
+    from . import _io
     from .datasets import load_dataset
     from .evaluation import evaluate
     from .protocols import get_protocol
 
+    _io.check_output_folder(args.out, "--out")
     dataset = load_dataset(args.dataset, args.root, split=args.split)
     overrides = {} if args.short_side is None else {
         "short_side": args.short_side}
@@ -317,8 +322,10 @@ def _netcdf_engine():
 
 
 def _segment(args):
+    from . import _io
     from .datasets import load_class_names, read_image, split_synonyms
 
+    _io.check_output_folder(args.out, "--out")
     if args.classes_file:
         classes = load_class_names(args.classes_file)
     else:

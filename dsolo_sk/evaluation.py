@@ -48,12 +48,12 @@ from numbers import Integral
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from . import __version__, _io
 from ._validation import check_classes, check_option, check_scalar
 from .features._contract import max_per_class
 from .features._images import resize_image
 from .metrics import confusion_matrix, iou_from_confusion
-from .protocols import Protocol, get_protocol
+from .protocols import SETTINGS, Protocol, get_protocol
 
 __all__ = ["evaluate", "predict_image", "class_probabilities",
            "EvaluationResult", "ResultStore", "describe_estimator"]
@@ -257,12 +257,27 @@ def _window_scores(estimator, method, crop, n_classes):
             out = out[0]
     if isinstance(out, xr.DataArray) and out.dims[0] != "class":
         out = out.transpose("class", ...)
-    out = np.asarray(out, dtype=np.float32)
+    try:
+        out = np.asarray(out, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"the segmenter returned {type(out).__name__} scores that are not "
+            f"a numeric array ({exc}); expected ({n_classes}, H, W) scores."
+        ) from None
     if out.ndim != 3 or out.shape[0] != n_classes:
         raise ValueError(
             f"the segmenter returned scores of shape {out.shape} for a "
             f"{crop.shape[:2]} window; expected ({n_classes}, H, W), one map "
             "per class of the dataset."
+        )
+    if not np.isfinite(out).all():
+        n_nan = int(np.isnan(out).sum())
+        n_inf = int(np.isinf(out).sum())
+        raise ValueError(
+            f"the segmenter returned {n_nan} NaN and {n_inf} infinite scores "
+            f"for a {crop.shape[:2]} window; scores must be finite (an "
+            "argmax over NaN would silently predict class 0). Check the "
+            "segmenter's parameters and features."
         )
     if out.shape[1:] != crop.shape[:2]:
         out = _upsample_scores(out, crop.shape[:2])
@@ -477,9 +492,9 @@ class ResultStore:
     """
 
     def __init__(self, out, run, n_classes):
-        self.out = os.path.abspath(os.fspath(out))
-        self.n_classes = check_scalar(n_classes, "n_classes",
-                                      target_type=int, min_val=1)
+        self.out = _io.check_output_folder(out, "out")
+        self.n_classes = int(check_scalar(n_classes, "n_classes",
+                                          target_type=Integral, min_val=1))
         # Through JSON once, so that it compares equal to its reloaded self.
         self.run = json.loads(json.dumps({"format": RUN_FORMAT, **run},
                                          sort_keys=True))
@@ -488,11 +503,14 @@ class ResultStore:
         os.makedirs(self.folder, exist_ok=True)
         run_path = os.path.join(self.out, "run.json")
         previous = None
-        if os.path.exists(run_path):
+        if os.path.lexists(run_path):
             try:
-                with open(run_path, encoding="utf-8") as f:
-                    previous = json.load(f)
-            except (OSError, ValueError):
+                previous = _io.read_json(run_path, "a run description")
+            except _io.UnreadableFileError as exc:
+                if os.path.isdir(run_path):
+                    raise
+                warnings.warn(f"{exc} Writing it again.", UserWarning,
+                              stacklevel=2)
                 previous = None
             if previous is not None and previous != self.run:
                 diff = sorted(k for k in set(previous) | set(self.run)
@@ -556,16 +574,17 @@ class ResultStore:
         recomputed.
         """
         path = self.path(sample_id)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return None
+        if os.path.isdir(path):
+            raise _io.UnreadableFileError(
+                path, "a result record", "it is a folder",
+                hint="remove it; the image is then evaluated again")
         try:
-            body = json.loads(data.decode("utf-8"))
+            body = _io.read_json(path, "a result record")
             reason = self._check(body, sample_id)
-        except ValueError as exc:
-            reason = f"unreadable JSON ({exc})"
+        except (FileNotFoundError, _io.UnreadableFileError) as exc:
+            reason = f"unreadable ({exc.reason if hasattr(exc, 'reason') else exc})"
         if reason is None:
             try:
                 cm = np.zeros(self.n_classes ** 2, np.int64)
@@ -664,7 +683,7 @@ class EvaluationResult:
 
     def write(self, out):
         """Write ``results.json`` and ``per_class_iou.csv`` into `out`."""
-        out = os.fspath(out)
+        out = _io.check_output_folder(out, "out")
         os.makedirs(out, exist_ok=True)
         _atomic_write_text(os.path.join(out, "results.json"),
                            json.dumps(self.to_dict(), indent=2))
@@ -693,6 +712,10 @@ def _resolve_protocol(protocol, dataset):
     if protocol is None:
         protocol = "paper"
     if isinstance(protocol, str):
+        if protocol not in SETTINGS:
+            raise ValueError(
+                f"protocol must be None, one of {list(SETTINGS)} or a "
+                f"Protocol, got {protocol!r}.")
         protocol = get_protocol(dataset.name, protocol)
     if isinstance(protocol, dict):
         protocol = Protocol.from_dict(protocol)
@@ -803,6 +826,14 @@ def _finish(cm, dataset, protocol, ids, n_computed, start, info, out):
                        coords={"class": list(names)}, name="iou")
     valid = ~np.isnan(iou.values)
     miou = float(np.mean(iou.values[valid])) if valid.any() else float("nan")
+    if cm.sum() == 0:
+        from sklearn.exceptions import UndefinedMetricWarning
+
+        warnings.warn(
+            f"no pixel of the {len(ids)} evaluated masks was scored (every "
+            f"ground-truth pixel is {protocol.ignore_index}, the ignore "
+            "index): the IoU of every class and the mIoU are NaN.",
+            UndefinedMetricWarning, stacklevel=3)
     result = EvaluationResult(cm, iou, miou, protocol, list(ids), n_computed,
                               time.perf_counter() - start, info)
     if out is not None:
@@ -833,7 +864,8 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
         computed and read back by a later call with the same arguments,
         which computes only what is missing; ``results.json`` and
         ``per_class_iou.csv`` are written at the end. Without it nothing is
-        written and nothing resumes.
+        written and nothing resumes. It is checked for writability before
+        any image is computed.
     limit : int, optional
         Evaluate only the first `limit` samples.
     scores : {"auto", "decision_function", "predict_proba"}, default="auto"
@@ -844,6 +876,23 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
     Returns
     -------
     EvaluationResult
+        When no pixel is scored (every mask pixel is the ignore index), the
+        IoU of every class and the mIoU are NaN and an
+        :class:`sklearn.exceptions.UndefinedMetricWarning` says so.
+
+    Raises
+    ------
+    TypeError
+        If `dataset` is not a benchmark reader (a list of images, say).
+    ValueError
+        If the estimator returns scores of the wrong shape or NaN or
+        infinite scores (an argmax over NaN would silently predict class
+        0), or the dataset lists a sample twice.
+    dsolo_sk.exceptions.UnwritableFolderError
+        If `out` cannot be written, before any image is computed.
+    dsolo_sk.exceptions.UnreadableFileError
+        If an image or mask of the dataset cannot be read; the message
+        names the file.
 
     See Also
     --------
@@ -879,11 +928,52 @@ def evaluate(estimator, dataset, *, protocol=None, out=None, limit=None,
     return run.finish()
 
 
+def _validate_params(estimator):
+    """Run the estimator's own parameter checks (the package's estimators
+    define ``_validate_params``) before any image, so that a bad parameter
+    is named before anything is computed or written."""
+    from sklearn.base import BaseEstimator
+
+    validate = getattr(type(estimator), "_validate_params", None)
+    if callable(validate) and validate is not getattr(
+            BaseEstimator, "_validate_params", None):
+        estimator._validate_params()
+
+
+_DATASET_ATTRS = ("name", "classes", "n_classes", "ids", "__getitem__",
+                  "__len__")
+
+
+def _check_dataset(dataset):
+    """A benchmark reader (or an object that looks like one)."""
+    missing = [a for a in _DATASET_ATTRS if not hasattr(dataset, a)]
+    if missing:
+        raise TypeError(
+            "dataset must be a benchmark reader such as "
+            "dsolo_sk.datasets.load_dataset('voc21', root) (a "
+            f"SegmentationDataset), got {type(dataset).__name__}, which has "
+            f"no {missing}. To score lists of images and masks, use "
+            "segmenter.score(images, masks) or dsolo_sk.metrics.mean_iou."
+        )
+    ids = list(dataset.ids)
+    if len(set(ids)) != len(ids):
+        dups = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(
+            f"dataset {dataset.name!r} lists the samples {dups} more than "
+            "once; each image must be evaluated once."
+        )
+    check_scalar(dataset.n_classes, "dataset.n_classes",
+                 target_type=Integral, min_val=2)
+
+
 class _Run:
     """Book-keeping of one evaluation: what is left, the running matrix."""
 
     def __init__(self, estimator, dataset, protocol, out, limit, scores):
         self.start = time.perf_counter()
+        _check_dataset(dataset)
+        if out is not None:
+            out = _io.check_output_folder(out, "out")
         self.dataset = dataset
         self.protocol = _resolve_protocol(protocol, dataset)
         check_option(scores, "scores", ("auto", "decision_function",
@@ -891,12 +981,13 @@ class _Run:
         check_classes(dataset.classes, name="dataset.classes")
         n = len(dataset)
         if limit is not None:
-            check_scalar(limit, "limit", target_type=int, min_val=1)
-            n = min(n, limit)
+            check_scalar(limit, "limit", target_type=Integral, min_val=1)
+            n = min(n, int(limit))
         self.n = n
         self.out = out
         self.estimator, self.geometry = prepare_estimator(
             estimator, dataset.classes, self.protocol)
+        _validate_params(self.estimator)
         self.method = _score_method(self.estimator, scores)
         self.info = _run_info(self.estimator, dataset, self.protocol,
                               self.method, self.geometry)

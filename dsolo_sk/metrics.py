@@ -22,10 +22,16 @@ selection (``scoring=``).
 ((2,), True)
 """
 
+import warnings
+
 import numpy as np
 import xarray as xr
 
 from ._validation import IGNORE_INDEX, check_scalar
+
+#: Largest number of classes of a confusion matrix (it holds n_classes ** 2
+#: counts: 128 MiB at this size).
+MAX_CLASSES = 4096
 
 __all__ = ["confusion_matrix", "iou_from_confusion", "per_class_iou",
            "mean_iou"]
@@ -34,13 +40,25 @@ __all__ = ["confusion_matrix", "iou_from_confusion", "per_class_iou",
 def _pairs(y_true, y_pred):
     if isinstance(y_true, np.ndarray) and y_true.ndim == 2:
         y_true, y_pred = [y_true], [y_pred]
+    for arg, name in ((y_true, "y_true"), (y_pred, "y_pred")):
+        if isinstance(arg, (str, bytes)) or not hasattr(arg, "__len__"):
+            raise TypeError(
+                f"{name} must be a list of label maps, got "
+                f"{type(arg).__name__}."
+            )
     if len(y_true) != len(y_pred):
         raise ValueError(
             f"{len(y_true)} ground-truth masks for {len(y_pred)} predictions;"
             " pass one prediction per mask."
         )
     for k, (t, p) in enumerate(zip(y_true, y_pred)):
-        t, p = np.asarray(t), np.asarray(p)
+        try:
+            t, p = np.asarray(t), np.asarray(p)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"mask {k} or its prediction is not an array of labels "
+                f"({exc})."
+            ) from None
         if t.shape != p.shape:
             raise ValueError(
                 f"mask {k} has shape {t.shape} but its prediction has "
@@ -90,7 +108,14 @@ def confusion_matrix(y_true, y_pred, n_classes, *, ignore_index=IGNORE_INDEX,
            [1, 1]])
     """
     check_scalar(n_classes, "n_classes", target_type=(int, np.integer),
-                 min_val=1)
+                 min_val=1, max_val=MAX_CLASSES)
+    n_classes = int(n_classes)
+    check_scalar(ignore_index, "ignore_index", target_type=(int, np.integer))
+    if not isinstance(reduce_zero_label, (bool, np.bool_)):
+        raise TypeError(
+            f"reduce_zero_label must be True or False, got "
+            f"{reduce_zero_label!r}."
+        )
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     for t, p in _pairs(y_true, y_pred):
         t = t.astype(np.int64)
@@ -158,6 +183,9 @@ def per_class_iou(y_true, y_pred, classes, **kwargs):
     >>> per_class_iou([t], [t], ["sky", "tree"]).values
     array([1., 1.])
     """
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise TypeError(
+            f"classes must be a list of class names, got {classes!r}.")
     classes = list(classes)
     cm = confusion_matrix(y_true, y_pred, len(classes), **kwargs)
     return xr.DataArray(iou_from_confusion(cm), dims=("class",),
@@ -183,7 +211,9 @@ def mean_iou(y_true, y_pred, n_classes, **kwargs):
 
     Returns
     -------
-    miou : float in [0, 1]
+    miou : float in [0, 1], or NaN
+        NaN, with an :class:`sklearn.exceptions.UndefinedMetricWarning`,
+        when no pixel is scored (every ground-truth pixel ignored).
 
     Examples
     --------
@@ -194,9 +224,15 @@ def mean_iou(y_true, y_pred, n_classes, **kwargs):
     >>> mean_iou([t], [p], 2)
     0.5
     """
-    iou = iou_from_confusion(confusion_matrix(y_true, y_pred, n_classes,
-                                              **kwargs))
+    cm = confusion_matrix(y_true, y_pred, n_classes, **kwargs)
+    iou = iou_from_confusion(cm)
     if np.all(np.isnan(iou)):
+        from sklearn.exceptions import UndefinedMetricWarning
+
+        warnings.warn(
+            "no pixel was scored: every ground-truth pixel is ignored (or "
+            "there are no masks), so the mean IoU is undefined; returning "
+            "NaN.", UndefinedMetricWarning, stacklevel=2)
         return float("nan")
     return float(np.nanmean(iou))
 

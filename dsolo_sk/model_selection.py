@@ -23,10 +23,11 @@ so folds, candidates, clones and the final refit all share it.
 into an :class:`xarray.Dataset` with one dimension per searched parameter.
 """
 
+import hashlib
+import json
 import os
-import pickle
-import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 
 import joblib
@@ -36,6 +37,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
+from . import _io
 from ._validation import check_sample_list
 from .base import FitFreeMixin
 
@@ -50,6 +52,10 @@ _LOCK = threading.RLock()
 _STORE = OrderedDict()  # key -> (value, nbytes)
 _STATS = {"hits": 0, "misses": 0, "bytes": 0}
 _SUBDIR = "dsolo_sk_features"
+_ENTRY_FORMAT = "dsolo_sk.feature_cache/1"
+_ENTRY_SUFFIX = ".npz"
+_CHECKED_FOLDERS = set()  # memory folders found writable in this process
+_WARNED_TYPES = set()  # output types that cannot be stored on disk
 
 
 def clear_feature_cache():
@@ -154,18 +160,146 @@ def _param_token(value, skip=()):
 
 
 def _memory_dir(memory):
+    """The entry folder of `memory`, checked writable (once per process)."""
     if memory is None:
         return None
     if isinstance(memory, joblib.Memory):
         location = memory.location
-        return None if location is None else os.path.join(
-            os.fspath(location), _SUBDIR)
-    if isinstance(memory, (str, os.PathLike)):
-        return os.path.join(os.fspath(memory), _SUBDIR)
-    raise TypeError(
-        "memory must be None (an in-process store), a folder path or a "
-        f"joblib.Memory, got {memory!r} of type {type(memory).__name__}."
-    )
+        if location is None:
+            return None
+        memory = location
+    if not isinstance(memory, (str, os.PathLike)):
+        raise TypeError(
+            "memory must be None (an in-process store), a folder path or a "
+            f"joblib.Memory, got {memory!r} of type {type(memory).__name__}."
+        )
+    folder = os.path.join(_io.as_path(memory, "memory"), _SUBDIR)
+    if folder not in _CHECKED_FOLDERS:
+        _io.check_output_folder(folder, "memory")
+        _CHECKED_FOLDERS.add(folder)
+    return folder
+
+
+# -- entries on disk: .npz without pickle, keyed and checksummed -------------
+def _plain_array(values):
+    """`values` as an array .npz stores without pickle, or None."""
+    arr = np.asarray(values)
+    if arr.dtype.hasobject:
+        flat = arr.ravel()
+        if not all(isinstance(v, str) for v in flat):
+            return None, False
+        return arr.astype(str), True
+    if arr.dtype.kind not in "biufcUSmM":
+        return None, False
+    return arr, False
+
+
+def _jsonable(obj):
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False)) == obj
+    except (TypeError, ValueError):
+        return False
+
+
+def _encode_entry(value, key):
+    """(manifest, arrays) describing `value`, or None if it cannot be
+    stored without pickle (only xarray objects and plain arrays can)."""
+    if isinstance(value, xr.DataArray):
+        kind, name = "dataarray", value.name
+        if name is not None and not isinstance(name, str):
+            return None
+        ds = value.to_dataset(name="__dataarray__")
+    elif isinstance(value, xr.Dataset):
+        kind, name, ds = "dataset", None, value
+    elif isinstance(value, np.ndarray):
+        arr, obj = _plain_array(value)
+        if arr is None:
+            return None
+        return ({"format": _ENTRY_FORMAT, "key": key, "kind": "ndarray",
+                 "object": obj}, {"a0": arr})
+    else:
+        return None
+    if not _jsonable(ds.attrs):
+        return None
+    variables, arrays = [], {}
+    for i, (vname, var) in enumerate(ds.variables.items()):
+        if not isinstance(vname, str) or not all(
+                isinstance(d, str) for d in var.dims) or not _jsonable(
+                    var.attrs):
+            return None
+        arr, obj = _plain_array(var.values)
+        if arr is None:
+            return None
+        arrays[f"a{i}"] = arr
+        variables.append({"name": vname, "dims": list(var.dims),
+                          "coord": vname in ds.coords, "object": obj,
+                          "attrs": var.attrs, "array": f"a{i}"})
+    return ({"format": _ENTRY_FORMAT, "key": key, "kind": kind,
+             "name": name, "attrs": ds.attrs, "variables": variables},
+            arrays)
+
+
+def _entry_checksum(manifest, arrays):
+    h = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _decode_entry(manifest, arrays):
+    def array(spec):
+        arr = arrays[spec["array"]]
+        return arr.astype(object) if spec["object"] else arr
+
+    if manifest["kind"] == "ndarray":
+        arr = arrays["a0"]
+        return arr.astype(object) if manifest["object"] else arr
+    coords, data_vars = {}, {}
+    for spec in manifest["variables"]:
+        var = xr.Variable(tuple(spec["dims"]), array(spec), spec["attrs"])
+        (coords if spec["coord"] else data_vars)[spec["name"]] = var
+    ds = xr.Dataset(data_vars, coords=coords, attrs=manifest["attrs"])
+    if manifest["kind"] == "dataarray":
+        da = ds["__dataarray__"]
+        da.name = manifest["name"]
+        return da
+    return ds
+
+
+def _read_entry(path, key):
+    """The value stored in the entry file `path`; any defect raises
+    UnreadableFileError (never executes anything: no pickle)."""
+    expected = "a FeatureCache entry (.npz)"
+    arrays = _io.read_npz(path, expected)
+    with _io.reading(path, expected, hint="it is computed again"):
+        blob = arrays.pop("__manifest__", None)
+        if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
+            raise ValueError("no manifest")
+        manifest = json.loads(blob.tobytes().decode("utf-8"))
+        if not isinstance(manifest, dict) or manifest.get(
+                "format") != _ENTRY_FORMAT:
+            raise ValueError("unknown format")
+        checksum = manifest.pop("checksum", None)
+        if checksum != _entry_checksum(manifest, arrays):
+            raise ValueError("checksum mismatch")
+        if manifest.get("key") != key:
+            raise ValueError("the entry belongs to another key")
+        return _decode_entry(manifest, arrays)
+
+
+def _write_entry(path, key, value):
+    """Store `value`; return False if its type cannot be stored safely."""
+    encoded = _encode_entry(value, key)
+    if encoded is None:
+        return False
+    manifest, arrays = encoded
+    manifest["checksum"] = _entry_checksum(manifest, arrays)
+    arrays["__manifest__"] = np.frombuffer(
+        json.dumps(manifest, sort_keys=True).encode("utf-8"), np.uint8)
+    _io.write_npz(path, arrays)
+    return True
 
 
 class FeatureCache(FitFreeMixin, TransformerMixin, BaseEstimator):
@@ -192,9 +326,10 @@ class FeatureCache(FitFreeMixin, TransformerMixin, BaseEstimator):
         kept in an in-process store shared by every ``FeatureCache`` and
         bounded by `max_bytes` (least recently used entries go first).
         With a folder (or a :class:`joblib.Memory` with a location), they
-        are also written as pickled files in its ``dsolo_sk_features/``
-        subfolder, shared by processes and kept across sessions: use it
-        with ``GridSearchCV(n_jobs=...)``.
+        are also written as files in its ``dsolo_sk_features/`` subfolder,
+        shared by processes and kept across sessions: use it with
+        ``GridSearchCV(n_jobs=...)``. The folder is checked for
+        writability before anything is computed.
     max_bytes : int, default=2 GiB
         Bound of the in-process store.
 
@@ -205,6 +340,17 @@ class FeatureCache(FitFreeMixin, TransformerMixin, BaseEstimator):
     an array's or PIL image's pixels, or a path with the file's size and
     modification time. Outputs from the in-process store are shallow copies
     of the stored Datasets: treat their arrays as read-only.
+
+    Files on disk cannot carry code: each entry is an uncompressed
+    ``<key>.npz`` of plain arrays (read with ``allow_pickle=False``, its
+    headers checked against its size) and a JSON manifest holding the key,
+    the layout of the Dataset and a SHA-256 checksum of the content. An
+    entry that cannot be read, fails its checksum or belongs to another
+    key is reported with a :class:`UserWarning` and computed again; files
+    of other kinds in the folder (the pickled ``.pkl`` entries of earlier
+    versions included) are never opened. Only xarray objects and numeric
+    or string arrays are written to disk; other outputs stay in the
+    in-process store, with a warning.
 
     Examples
     --------
@@ -299,11 +445,16 @@ class FeatureCache(FitFreeMixin, TransformerMixin, BaseEstimator):
                 return True, _STORE[key][0]
         if folder is None:
             return False, None
-        path = os.path.join(folder, key + ".pkl")
+        path = os.path.join(folder, key + _ENTRY_SUFFIX)
+        if not os.path.lexists(path):
+            return False, None
         try:
-            with open(path, "rb") as f:
-                value = pickle.load(f)
-        except (OSError, EOFError, pickle.UnpicklingError):
+            value = _read_entry(path, key)
+        except (FileNotFoundError, _io.UnreadableFileError) as exc:
+            warnings.warn(
+                f"FeatureCache: ignoring the unusable entry {path!r} "
+                f"({getattr(exc, 'reason', exc)}); computing it again.",
+                UserWarning, stacklevel=4)
             return False, None
         self._remember(key, value)
         return True, value
@@ -324,16 +475,25 @@ class FeatureCache(FitFreeMixin, TransformerMixin, BaseEstimator):
         if folder is None:
             return
         os.makedirs(folder, exist_ok=True)
-        # write then rename: parallel workers never read a partial file
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        path = os.path.join(folder, key + _ENTRY_SUFFIX)
         try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, os.path.join(folder, key + ".pkl"))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+            # written then renamed: parallel workers never read a partial
+            # file
+            stored = _write_entry(path, key, value)
+        except OSError as exc:
+            warnings.warn(
+                f"FeatureCache: could not write {path!r} ({exc}); the "
+                "features are kept in this process only.", UserWarning,
+                stacklevel=4)
+            return
+        kind = type(value).__qualname__
+        if not stored and kind not in _WARNED_TYPES:
+            _WARNED_TYPES.add(kind)
+            warnings.warn(
+                f"FeatureCache: outputs of type {kind} cannot be stored on "
+                "disk without pickle (only xarray objects and numeric or "
+                "string arrays can); they are kept in this process only.",
+                UserWarning, stacklevel=4)
 
     def transform(self, X):
         """The transformer's output for every sample, from the cache if seen.

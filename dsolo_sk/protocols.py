@@ -63,6 +63,10 @@ RESAMPLINGS = ("opencv", "antialias")
 #: How CLIP's position embedding is interpolated to another patch grid
 #: (see :class:`dsolo_sk.features.CLIPFeatures`).
 POS_INTERPOLATIONS = ("scale_factor", "open_clip")
+#: Largest image side (in pixels) a protocol may resize to; the models'
+#: cost grows with the square of the side (CLIP at 8192 pixels has
+#: 262144 patches).
+MAX_SIDE = 8192
 _INFERENCE = ("whole", "slide")
 _DATASETS = ("voc21", "voc20", "context60", "context59", "coco_object",
              "coco_stuff", "cityscapes", "ade20k")
@@ -78,9 +82,9 @@ class Protocol:
         Dataset key (``"voc21"``, ...), also the key of its class file.
     n_classes : int
         Number of evaluated classes.
-    short_side : int
+    short_side : int in [1, 8192]
         The image is resized so that its short side has this length ...
-    long_side_max : int, default=2048
+    long_side_max : int in [short_side, 8192], default=2048
         ... unless its long side would exceed this (aspect ratio kept). The
         scale is ``min(long_side_max / long, short_side / short)`` and each
         side becomes ``int(side * scale + 0.5)``, as in mmcv's
@@ -91,10 +95,10 @@ class Protocol:
     slide_crop, slide_stride : int, default=224, 112
         Window size and stride of ``inference="slide"``, in pixels of the
         resized image.
-    logit_scale : float, default=40.0
+    logit_scale : float in (0, 1000], default=40.0
         Temperature of the softmax that the probability threshold reads:
         probabilities are ``softmax(logit_scale * cosine)``.
-    prob_threshold : float or None, default=None
+    prob_threshold : float in [0, 1] or None, default=None
         Pixels whose top probability is below it become class 0 (datasets
         with a background class only); None disables the rule.
     area_threshold : float or None, default=None
@@ -178,17 +182,19 @@ default="scale_factor"
         check_scalar(self.n_classes, "n_classes", target_type=Integral,
                      min_val=2)
         check_scalar(self.short_side, "short_side", target_type=Integral,
-                     min_val=1, unit="pixels")
+                     min_val=1, max_val=MAX_SIDE, unit="pixels")
         check_scalar(self.long_side_max, "long_side_max",
                      target_type=Integral, min_val=self.short_side,
-                     unit="pixels")
+                     max_val=MAX_SIDE, unit="pixels")
         check_option(self.inference, "inference", _INFERENCE)
         check_scalar(self.slide_crop, "slide_crop", target_type=Integral,
-                     min_val=1, unit="pixels")
+                     min_val=1, max_val=MAX_SIDE, unit="pixels")
         check_scalar(self.slide_stride, "slide_stride", target_type=Integral,
                      min_val=1, max_val=self.slide_crop, unit="pixels")
         check_scalar(self.logit_scale, "logit_scale", target_type=Real,
-                     min_val=0, include_min=False)
+                     min_val=0, include_min=False, max_val=1000,
+                     unit="(inverse temperature on cosine scores; CLIP's "
+                          "is 100)")
         for name in ("prob_threshold", "area_threshold"):
             value = getattr(self, name)
             if value is None:
@@ -211,6 +217,24 @@ default="scale_factor"
                 raise TypeError(f"{name} must be a bool, got "
                                 f"{getattr(self, name)!r}.")
         check_option(self.setting, "setting", (*SETTINGS, "custom"))
+        if not isinstance(self.split, str) or not self.split:
+            raise TypeError(f"split must be a non-empty str, got "
+                            f"{self.split!r}.")
+        if self.n_images is not None:
+            check_scalar(self.n_images, "n_images", target_type=Integral,
+                         min_val=0)
+        # numpy scalars pass the checks; store Python numbers so that the
+        # protocol serialises to JSON
+        for name in ("n_classes", "short_side", "long_side_max",
+                     "slide_crop", "slide_stride", "ignore_index",
+                     "n_images"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "logit_scale", float(self.logit_scale))
+        if self.prob_threshold is not None:
+            object.__setattr__(self, "prob_threshold",
+                               float(self.prob_threshold))
 
     # -- geometry ----------------------------------------------------------
     def resized_shape(self, shape):

@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
     "dsolo_sk.features.affinity", "dsolo_sk.datasets", "dsolo_sk.metrics",
     "dsolo_sk.protocols", "dsolo_sk.evaluation", "dsolo_sk.distributed",
     "dsolo_sk.cli", "dsolo_sk.model_selection", "dsolo_sk.datatree",
+    "dsolo_sk.exceptions",
 ]
 
 

@@ -106,7 +106,7 @@ GOOD = np.zeros((16, 16, 3), np.uint8)
     ([np.full((16, 16, 3), np.nan)], ValueError, "NaN"),
     ([np.full((16, 16, 3), 300, np.int64)], ValueError, "outside"),
     ([np.zeros((2, 16, 16, 3), np.uint8)], ValueError, "list of arrays"),
-    ([GOOD, "/no/such/image.png"], ValueError, "not an existing file"),
+    ([GOOD, "/no/such/image.png"], FileNotFoundError, "does not exist"),
     ([b"\x89PNG"], TypeError, "bytes"),
 ])
 def test_bad_images_refused_before_loading(unloaded_fe, X, exc, match):

@@ -12,6 +12,7 @@ count).
 
 import numpy as np
 import pytest
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from dsolo_sk.metrics import (confusion_matrix, iou_from_confusion,
@@ -116,8 +117,9 @@ def test_custom_ignore_index_and_edge_cases():
     np.testing.assert_allclose(
         iou_from_confusion(confusion_matrix([t], [p], 3, ignore_index=2)),
         iou_ref, equal_nan=True)
-    # Everything ignored: no class present, mIoU is NaN.
-    assert np.isnan(mean_iou([np.full((2, 2), 255)], [p], 3))
+    # Everything ignored: no class present, mIoU is NaN, with a warning.
+    with pytest.warns(UndefinedMetricWarning, match="no pixel was scored"):
+        assert np.isnan(mean_iou([np.full((2, 2), 255)], [p], 3))
     # A single 2-D pair is accepted as one image.
     assert mean_iou(t, t, 3) == 1.0
     da = per_class_iou([t], [p], ["a", "b", "c"])

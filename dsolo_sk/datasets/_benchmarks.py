@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
+from .. import _io
 from .._validation import IGNORE_INDEX
 from ._classnames import display_name, load_class_names
 
@@ -52,18 +52,27 @@ class Sample(NamedTuple):
     mask: np.ndarray
 
 
-_MASK_MODES = {"P", "L", "I", "I;16", "I;16L", "I;16B"}
+_MASK_MODES = {"P", "L", "I", "I;16", "I;16L", "I;16B", "1"}
 
 
 def read_image(path):
-    """Read an image file as an (H, W, 3) uint8 RGB array.
+    """Read an image file as an (H, W, 3) uint8 RGB array, as displayed.
+
+    The EXIF orientation tag is applied (a photo taken with the camera
+    turned comes out upright, as OpenCV's ``imread`` gives it to the
+    field's evaluation code); other PIL modes are converted as described
+    in :mod:`dsolo_sk.features` (16-bit grayscale scaled to 8 bits, alpha
+    dropped, palettes expanded).
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
-    ValueError
-        If the file cannot be decoded; the message names the file.
+    dsolo_sk.exceptions.UnreadableFileError
+        If the file cannot be decoded (corrupt, truncated, not an image, or
+        more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``, a possible
+        decompression bomb); the message names the file. It is a
+        :class:`ValueError`.
 
     Examples
     --------
@@ -76,27 +85,18 @@ def read_image(path):
     >>> read_image(path).shape
     (4, 6, 3)
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file {path!r} does not exist.")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except Exception as exc:
-        raise ValueError(
-            f"cannot read image {path!r}: {type(exc).__name__}: {exc}. The "
-            "file is corrupt, truncated or not an image; restore it from "
-            "the original archive."
-        ) from None
-    return np.asarray(rgb, dtype=np.uint8)
+    from ..features._images import to_rgb_uint8
+
+    return to_rgb_uint8(_io.as_path(path), name="image")
 
 
 def read_label_map(path):
     """Read a single-channel label map (palette or grayscale PNG).
 
     Palette images give their palette indices, which is how Pascal VOC
-    stores class labels.
+    stores class labels. The pixels are read as stored: the EXIF
+    orientation of a mask is not applied (the field's evaluation code
+    reads annotations unchanged).
 
     Returns
     -------
@@ -106,8 +106,9 @@ def read_label_map(path):
     ------
     FileNotFoundError
         If the file does not exist.
-    ValueError
-        If it cannot be decoded or holds colours instead of labels.
+    dsolo_sk.exceptions.UnreadableFileError
+        If it cannot be decoded or holds colours instead of labels (a
+        :class:`ValueError`); the message names the file.
 
     Examples
     --------
@@ -119,27 +120,40 @@ def read_label_map(path):
     >>> labels.ndim, labels.dtype
     (2, dtype('uint8'))
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"mask file {path!r} does not exist.")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            arr = np.asarray(im)
-    except Exception as exc:
-        raise ValueError(
-            f"cannot read mask {path!r}: {type(exc).__name__}: {exc}. The "
-            "file is corrupt, truncated or not an image."
-        ) from None
+    path = _io.as_path(path)
+    expected = "a mask (a single-channel label map)"
+    im = _io.open_image(path, expected, exif_transpose=False)
+    mode = im.mode
+    with _io.reading(path, expected):
+        arr = np.asarray(im.convert("L") if mode == "1" else im)
     if mode not in _MASK_MODES or arr.ndim != 2:
-        raise ValueError(
-            f"mask {path!r} is a {mode} image of shape {arr.shape}; expected "
-            "a single-channel label map of class indices (a palette or "
-            "grayscale PNG). A colour-coded mask must be converted to class "
-            "indices first."
-        )
+        raise _io.UnreadableFileError(
+            path, expected, f"it is a {mode} image of shape {arr.shape}, "
+            "not a single-channel label map of class indices",
+            hint="save the class indices as a palette or grayscale PNG; a "
+            "colour-coded mask must be converted to class indices first")
+    if mode == "1":
+        arr = (arr > 0).astype(np.uint8)
     return arr
+
+
+def _read_split_file(path):
+    """The sample ids of a split file, one per line; duplicates refused."""
+    expected = "a split file (one image id per line)"
+    text = _io.read_text(path, expected)
+    ids, first = [], {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        sid = line.strip()
+        if not sid:
+            continue
+        if sid in first:
+            raise _io.UnreadableFileError(
+                path, expected, f"it lists the image {sid!r} twice (lines "
+                f"{first[sid]} and {lineno}), which would count it twice",
+                hint="remove the repeated line")
+        first[sid] = lineno
+        ids.append(sid)
+    return ids
 
 
 class SegmentationDataset(Sequence):
@@ -244,7 +258,7 @@ class SegmentationDataset(Sequence):
         return os.path.join(self.root, template.format(split=self._split_dir()))
 
     def _resolve_root(self, root):
-        root = os.path.abspath(os.fspath(root))
+        root = os.path.abspath(_io.as_path(root, "root"))
         if not os.path.isdir(root):
             raise FileNotFoundError(
                 f"{self.name}: dataset folder {root!r} does not exist; pass "
@@ -285,8 +299,7 @@ class SegmentationDataset(Sequence):
                     f"{self.name}: split file {split_path!r} does not exist; "
                     f"splits found: {have}. Expected layout:\n{self.layout}"
                 )
-            with open(split_path, encoding="utf-8") as f:
-                ids = [line.strip() for line in f if line.strip()]
+            ids = _read_split_file(split_path)
             images = set(os.listdir(image_dir))
             missing = [i for i in ids if i + self.image_suffix not in images]
             if missing:

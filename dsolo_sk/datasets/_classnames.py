@@ -13,6 +13,9 @@ together stand for the background class 0.
 import os
 from importlib import resources
 
+from .. import _io
+from .._validation import check_classes
+
 __all__ = ["CLASS_FILES", "load_class_names", "split_synonyms",
            "display_name"]
 
@@ -76,7 +79,9 @@ def display_name(name, *, background=False):
     return "background" if background else split_synonyms(name)[0]
 
 
-def _read_lines(text, source):
+def _read_lines(text):
+    """The classes of a class file's text; ValueError saying what is wrong
+    (without naming the file: the caller does)."""
     classes = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -85,16 +90,12 @@ def _read_lines(text, source):
             classes.append(SYNONYM_SEPARATOR.join(split_synonyms(line)))
         except ValueError:
             raise ValueError(
-                f"{source}, line {lineno}: {line!r} holds no class name."
-            ) from None
+                f"line {lineno}, {line!r}, holds no class name") from None
     if len(classes) < 2:
         raise ValueError(
-            f"{source} holds {len(classes)} class(es); a class file needs at "
-            "least two lines, one class per line."
-        )
-    dups = sorted({c for c in classes if classes.count(c) > 1})
-    if dups:
-        raise ValueError(f"{source} lists the classes {dups} twice.")
+            f"it holds {len(classes)} class(es); a class file needs at "
+            "least two lines, one class per line")
+    check_classes(classes, name="it")
     return classes
 
 
@@ -113,6 +114,16 @@ def load_class_names(name_or_path):
     list of str
         One entry per class, its synonyms joined by ``", "``. This is the
         form in which a dataset hands its classes to a segmenter.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `name_or_path` is neither a dataset key nor an existing file.
+    dsolo_sk.exceptions.UnreadableFileError
+        If the file is not UTF-8 text, holds fewer than two classes, an
+        empty line between commas, or two classes that CLIP's tokenizer
+        cannot tell apart (see :func:`dsolo_sk._validation.check_classes`);
+        the message names the file.
 
     Examples
     --------
@@ -133,13 +144,18 @@ def load_class_names(name_or_path):
     if key in CLASS_FILES:
         ref = resources.files("dsolo_sk.datasets").joinpath(
             "classnames", CLASS_FILES[key])
-        return _read_lines(ref.read_text(encoding="utf-8"),
-                           f"class file {CLASS_FILES[key]!r}")
-    if not os.path.isfile(key):
+        return _read_lines(ref.read_text(encoding="utf-8"))
+    if not os.path.lexists(key):
         raise FileNotFoundError(
             f"no class file {key!r}: pass one of the dataset keys "
             f"{sorted(CLASS_FILES)} or the path of a text file with one "
             "class per line."
         )
-    with open(key, encoding="utf-8") as f:
-        return _read_lines(f.read(), f"class file {key!r}")
+    expected = "a class file (UTF-8 text, one class per line)"
+    text = _io.read_text(key, expected)
+    try:
+        return _read_lines(text)
+    except (TypeError, ValueError) as exc:
+        raise _io.UnreadableFileError(
+            key, expected, str(exc), hint="write one class per line, "
+            "synonyms separated by ', '") from None

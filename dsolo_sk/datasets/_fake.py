@@ -5,6 +5,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from .. import _io
 from .._validation import IGNORE_INDEX, check_scalar
 
 __all__ = ["write_fake_dataset"]
@@ -57,9 +58,9 @@ def write_fake_dataset(name, root, *, n_images=2, size=(24, 32), seed=0,
     root : str or path-like
         Folder to write into; the dataset goes where a user would keep it
         (``root/VOCdevkit/VOC2012``, ``root/ADEChallengeData2016``, ...).
-    n_images : int, default=2
+    n_images : int in [1, 10000], default=2
     size : (int, int), default=(24, 32)
-        Height and width of the first image.
+        Height and width of the first image, in pixels (4 to 4096).
     seed : int, default=0
     split : str, default="val"
 
@@ -81,9 +82,30 @@ def write_fake_dataset(name, root, *, n_images=2, size=(24, 32), seed=0,
     if name not in DATASETS:
         raise ValueError(
             f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
-    check_scalar(n_images, "n_images", target_type=int, min_val=1)
+    ints = (int, np.integer)
+    check_scalar(n_images, "n_images", target_type=ints, min_val=1,
+                 max_val=10000)
+    try:
+        height, width = size
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"size must be a pair (height, width), got {size!r}.") from None
+    check_scalar(height, "size[0]", target_type=ints, min_val=4,
+                 max_val=4096, unit="pixels")
+    check_scalar(width, "size[1]", target_type=ints, min_val=4,
+                 max_val=4096, unit="pixels")
+    if not isinstance(split, str) or not split or os.sep in split \
+            or split in (".", ".."):
+        raise ValueError(
+            f"split must be a folder name such as 'val', got {split!r}.")
+    _io.check_output_folder(root, "root")
     cls = DATASETS[name]
-    rng = np.random.default_rng(seed)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"seed must be a non-negative integer, got {seed!r} ({exc})."
+        ) from None
     root = os.path.abspath(os.fspath(root))
     sub = cls.root_candidates[1] if len(cls.root_candidates) > 1 else ""
     base = os.path.join(root, sub)
@@ -99,7 +121,7 @@ def write_fake_dataset(name, root, *, n_images=2, size=(24, 32), seed=0,
         else:
             sid = f"{2008 + k}_{k:06d}"
         ids.append(sid)
-        shape = (size[0] + 2 * (k % 3), size[1] - 2 * (k % 2))
+        shape = (int(height) + 2 * (k % 3), int(width) - 2 * (k % 2))
         image, mask = _scene(rng, shape, n_raw, cls.reduce_zero_label)
         for folder, suffix, arr in ((image_dir, cls.image_suffix, image),
                                     (mask_dir, cls.mask_suffix, mask)):

@@ -38,9 +38,16 @@ def _layout(size, present, rng, warp):
             for _ in range(2)]
     disp = [d / (d.std() + 1e-12) * warp * size for d in disp]
     py, px = yy + disp[0], xx + disp[1]
-    d2 = (py[None] - seeds[:, 0, None, None]) ** 2 + \
-        (px[None] - seeds[:, 1, None, None]) ** 2
-    return labels[np.argmin(d2, axis=0)]
+    # nearest seed, one seed at a time: O(size^2) memory for any seed count
+    # (ties go to the first seed, as np.argmin over all seeds would)
+    best = np.full((size, size), np.inf)
+    owner = np.zeros((size, size), np.intp)
+    for k, (sy, sx) in enumerate(seeds):
+        d2 = (py - sy) ** 2 + (px - sx) ** 2
+        closer = d2 < best
+        best[closer] = d2[closer]
+        owner[closer] = k
+    return labels[owner]
 
 
 def _render(mask, appearance, rng):
@@ -101,16 +108,18 @@ def make_scenes(n_scenes=20, n_classes=15, n_present=(2, 5), image_size=448,
     n_classes : int, default=15
         Size of the vocabulary.
     n_present : int or (int, int), default=(2, 5)
-        Number of classes present per scene, or its inclusive range.
-    image_size : int, default=448
+        Number of classes present per scene, or its inclusive range, within
+        ``[1, n_classes]``.
+    image_size : int in [1, 2048], default=448
         Side of the square image in pixels.
     patch_size : int, default=16
-        Side of a patch; the grid is ``image_size // patch_size`` square.
-    margin, bias, leakage, noise : float
+        Side of a patch in pixels; the grid is ``image_size // patch_size``
+        square, at most 128 x 128 patches.
+    margin, bias, leakage, noise : float in [0, 10]
         Scales of the logit terms above, in cosine units.
-    noise_correlation : float, default=1.5
+    noise_correlation : float in [0, 100], default=1.5
         Spatial correlation of the noise, in patches.
-    warp : float, default=0.08
+    warp : float in [0, 1], default=0.08
         Boundary warping, as a fraction of the image size.
     affinity : object with ``compute_affinity(image, grid_shape)``, optional
         Affinity extractor; default ``ColorPositionAffinity()``. ``False``
@@ -134,19 +143,53 @@ def make_scenes(n_scenes=20, n_classes=15, n_present=(2, 5), image_size=448,
     >>> len(X), X[0]["logits"].shape, y[0].shape
     (2, (6, 4, 4), (64, 64))
     """
-    for name, val in (("n_scenes", n_scenes), ("n_classes", n_classes),
-                      ("image_size", image_size), ("patch_size", patch_size)):
-        check_scalar(val, name, target_type=(int, np.integer), min_val=1)
-    if n_classes < 2:
-        raise ValueError("n_classes must be at least 2.")
-    lo, hi = (n_present, n_present) if np.isscalar(n_present) else n_present
-    if not 1 <= lo <= hi <= n_classes:
-        raise ValueError(
-            f"n_present must lie in [1, n_classes={n_classes}], got "
-            f"{n_present!r}."
-        )
+    ints = (int, np.integer)
+    check_scalar(n_scenes, "n_scenes", target_type=ints, min_val=1)
+    check_scalar(n_classes, "n_classes", target_type=ints, min_val=2,
+                 max_val=1000)
+    check_scalar(image_size, "image_size", target_type=ints, min_val=1,
+                 max_val=2048, unit="pixels")
+    check_scalar(patch_size, "patch_size", target_type=ints, min_val=1,
+                 max_val=image_size, unit="pixels")
     if image_size % patch_size:
-        raise ValueError("image_size must be a multiple of patch_size.")
+        raise ValueError(
+            f"image_size ({image_size}) must be a multiple of patch_size "
+            f"({patch_size}).")
+    check_scalar((image_size // patch_size) ** 2, "the number of patches "
+                 "(image_size // patch_size) ** 2", target_type=ints,
+                 max_val=16384)
+    if isinstance(n_present, (int, np.integer)) and not isinstance(
+            n_present, (bool, np.bool_)):
+        lo = hi = n_present
+    else:
+        try:
+            lo, hi = n_present
+        except (TypeError, ValueError):
+            raise TypeError(
+                "n_present must be an integer or a pair (low, high) of "
+                f"integers, got {n_present!r}."
+            ) from None
+    for v in (lo, hi):
+        check_scalar(v, "n_present", target_type=ints, min_val=1,
+                     max_val=n_classes)
+    if lo > hi:
+        raise ValueError(
+            f"n_present must be (low, high) with low <= high, got "
+            f"{n_present!r}.")
+    for name, val in (("margin", margin), ("bias", bias),
+                      ("leakage", leakage), ("noise", noise)):
+        check_scalar(val, name, min_val=0, max_val=10, unit="(cosine units)")
+    check_scalar(noise_correlation, "noise_correlation", min_val=0,
+                 max_val=100, unit="patches")
+    check_scalar(warp, "warp", min_val=0, max_val=1,
+                 unit="(a fraction of the image size)")
+    if affinity is not None and affinity is not False and not callable(
+            getattr(affinity, "compute_affinity", None)):
+        raise TypeError(
+            "affinity must be None, False or an object with a "
+            "compute_affinity(image, grid_shape) method, got "
+            f"{affinity!r}."
+        )
     rng = check_random_state(random_state)
     appearance = _class_appearance(n_classes, rng)
     class_bias = rng.normal(scale=bias, size=n_classes)

@@ -9,6 +9,18 @@ Accepted inputs, per image:
 
 Conversions, documented once here and referred to by the estimators:
 
+- image files are read as they are displayed: the EXIF orientation tag is
+  applied (:func:`PIL.ImageOps.exif_transpose`), as OpenCV's ``imread``
+  does for the field's evaluation code; multi-frame files give their first
+  frame; a file that cannot be decoded, is truncated, or declares more
+  pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (a possible decompression
+  bomb) raises :class:`~dsolo_sk.exceptions.UnreadableFileError` naming
+  the file, a missing one :class:`FileNotFoundError`;
+- PIL images of any mode are converted to RGB by PIL (palette, CMYK,
+  YCbCr, LAB, HSV, bilevel, with or without alpha), except 16-bit
+  grayscale, scaled by 255 / 65535 like ``uint16`` arrays, and 32-bit
+  integer or float grayscale (modes ``I`` and ``F``), which follow the
+  array rules below;
 - grayscale (H, W) and (H, W, 1) are repeated to three channels;
 - RGBA drops its alpha channel (colours are kept as stored, not composited
   on a background);
@@ -42,13 +54,32 @@ def _is_pil(x):
     return isinstance(x, Image.Image)
 
 
-def _pil_to_rgb(img):
-    if img.mode == "RGB":
+_PIL_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _pil_to_rgb(img, name="image"):
+    mode = img.mode
+    if mode == "RGB":
         return np.asarray(img, dtype=np.uint8)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16/32-bit grayscale: go through the array rules (range checks).
-        return _array_to_rgb(np.asarray(img), "image")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if mode in _PIL_16BIT:
+        return _array_to_rgb(np.asarray(img).astype(np.uint16), name)
+    if mode in ("I", "F"):
+        # 32-bit grayscale: the array rules (range checks) apply
+        return _array_to_rgb(np.asarray(img), name)
+    # "La" converts through "LA"; palettes with transparency through RGBA
+    # (PIL warns otherwise); other modes directly
+    chains = {"La": ("LA", "RGB"), "P": ("RGBA", "RGB"),
+              "PA": ("RGBA", "RGB")}
+    try:
+        out = img
+        for target in chains.get(mode, ("RGB",)):
+            out = out.convert(target)
+    except (ValueError, OSError) as exc:
+        raise ValueError(
+            f"{name} has the PIL mode {mode!r}, which PIL cannot convert to "
+            f"RGB ({exc}); convert it to RGB first."
+        ) from None
+    return np.asarray(out, dtype=np.uint8)
 
 
 def _check_array_header(a, name):
@@ -121,21 +152,14 @@ def _array_to_rgb(a, name):
     return np.ascontiguousarray(out)
 
 
-def _open(path, name):
-    from PIL import Image, UnidentifiedImageError
+def _read_file(path, name):
+    """An image file as (H, W, 3) uint8, EXIF orientation applied."""
+    from .. import _io
 
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"{name} is the path {os.fspath(path)!r}, which is not an "
-            "existing file; check the path or pass the image as an array."
-        )
-    try:
-        return Image.open(path)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(
-            f"{name} ({os.fspath(path)!r}) could not be read as an image: "
-            f"{exc}."
-        ) from None
+    path = _io.as_path(path, name)
+    img = _io.open_image(path, "an image")
+    with _io.reading(path, "an image"):
+        return _pil_to_rgb(img, f"{name} ({path!r})")
 
 
 def to_rgb_uint8(image, *, name="image"):
@@ -166,13 +190,11 @@ def to_rgb_uint8(image, *, name="image"):
     ValueError: image has 2 channels (shape (4, 4, 2)); ...
     """
     if _is_path(image):
-        with _open(image, name) as img:
-            img.load()
-            return _pil_to_rgb(img)
+        return _read_file(image, name)
     if _is_pil(image):
         if image.size[0] == 0 or image.size[1] == 0:
             raise ValueError(f"{name} is an empty PIL image (size {image.size}).")
-        return _pil_to_rgb(image)
+        return _pil_to_rgb(image, name)
     if isinstance(image, (bytes, bytearray)):
         raise TypeError(
             f"{name} is raw bytes; decode it first, for example with "
@@ -190,16 +212,13 @@ def image_size(image, *, name="image"):
 
     Arrays are checked fully (dtype, shape, value range); files and PIL
     images only by header, without decoding pixels, so that a long list of
-    paths is validated without loading it into memory.
+    paths is validated without loading it into memory. The size of a file
+    is the displayed one (EXIF orientation applied).
     """
     if _is_path(image):
-        with _open(image, name) as img:
-            w, h = img.size
-            mode = img.mode
-        if w == 0 or h == 0:
-            raise ValueError(f"{name} ({os.fspath(image)!r}) is an empty image.")
-        del mode
-        return h, w
+        from .. import _io
+
+        return _io.image_header_size(_io.as_path(image, name), "an image")
     if _is_pil(image):
         w, h = image.size
         if w == 0 or h == 0:

@@ -20,15 +20,26 @@ __all__ = ["ColorPositionAffinity", "ProjectedAttentionAffinity",
            "DegradedAffinity"]
 
 
+#: Largest patch grid (rows * cols) of the affinity; it costs O(P^2)
+#: memory: about 1 GiB of float32 at this size.
+MAX_PATCHES = 16384
+
+
 def _grid_shape(grid_shape):
     try:
         h, w = (int(v) for v in grid_shape)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TypeError(
             f"grid_shape must be a pair (rows, cols), got {grid_shape!r}."
         ) from None
     if h < 1 or w < 1:
         raise ValueError(f"grid_shape must be positive, got {(h, w)}.")
+    if h * w > MAX_PATCHES:
+        raise ValueError(
+            f"grid_shape {(h, w)} has {h * w} patches, more than "
+            f"{MAX_PATCHES}: the (P, P) affinity would not fit in memory. "
+            "grid_shape counts patches, not pixels."
+        )
     return h, w
 
 
@@ -52,11 +63,14 @@ class ColorPositionAffinity(BaseEstimator):
 
     Parameters
     ----------
-    sigma_color : float, default=0.1
-        Bandwidth of the colour and texture term.
-    sigma_position : float, default=0.5
+    sigma_color : float in [0.001, 10], default=0.1
+        Bandwidth of the colour and texture term, on the scale of RGB in
+        [0, 1] (not 0-255: colour distances are at most about 1.8).
+    sigma_position : float in [0.001, 10] or inf, default=0.5
         Bandwidth of the position term, as a fraction of the grid's longer
-        side; ``inf`` ignores position.
+        side (not in patches or pixels); ``inf`` ignores position. Above
+        10 the term would vanish anyway, so such values are refused as a
+        unit mistake.
 
     Examples
     --------
@@ -73,10 +87,13 @@ class ColorPositionAffinity(BaseEstimator):
         self.sigma_position = sigma_position
 
     def _validate_params(self):
-        check_scalar(self.sigma_color, "sigma_color", min_val=0,
-                     include_min=False)
-        check_scalar(self.sigma_position, "sigma_position", min_val=0,
-                     include_min=False)
+        check_scalar(self.sigma_color, "sigma_color", min_val=1e-3,
+                     max_val=10, unit="(RGB scaled to [0, 1])")
+        if self.sigma_position != float("inf"):
+            check_scalar(self.sigma_position, "sigma_position", min_val=1e-3,
+                         max_val=10,
+                         unit="(a fraction of the grid's longer side; inf "
+                              "ignores position)")
 
     def compute_affinity(self, image, grid_shape):
         """Affinity of shape (P, P) between the patches of `image`.
@@ -110,14 +127,14 @@ class ColorPositionAffinity(BaseEstimator):
         tex = var.clamp_min(0).sqrt()
         feat = torch.cat([mean.reshape(3, -1), tex.reshape(1, -1)]).T
         d_col = torch.cdist(feat, feat) ** 2
-        logits = -d_col / (2 * self.sigma_color ** 2)
+        logits = -d_col / (2 * float(self.sigma_color) ** 2)
         if np.isfinite(self.sigma_position):
             yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32),
                                     torch.arange(w, dtype=torch.float32),
                                     indexing="ij")
             pos = torch.stack([yy.ravel(), xx.ravel()], 1) / max(h, w)
             logits = logits - torch.cdist(pos, pos) ** 2 / (
-                2 * self.sigma_position ** 2)
+                2 * float(self.sigma_position) ** 2)
         return torch.softmax(logits, dim=1).numpy()
 
 

@@ -37,18 +37,22 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .. import _io
 from .._validation import check_classes, check_option
 from . import _cache
 from ._contract import max_per_class
 from ._images import rescaled_shape, resize_image, to_rgb_uint8
 
-__all__ = ["CLIPFeatures", "split_synonyms", "IMAGENET_TEMPLATES"]
+__all__ = ["CLIPFeatures", "split_synonyms", "check_template",
+           "IMAGENET_TEMPLATES"]
 
 #: Mean and standard deviation of the OpenAI CLIP preprocessing on 0-255 RGB.
 CLIP_MEAN = (122.771, 116.746, 104.094)
 CLIP_STD = (68.501, 66.632, 70.323)
 
 _CKPT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+#: Largest image side (pixels) after resizing, as in dsolo_sk.protocols.
+_MAX_SIDE = 8192
 
 # The per-query cosines of the last images (see compute_query_logits).
 _RECENT = OrderedDict()
@@ -74,6 +78,46 @@ def __getattr__(name):
     if name == "IMAGENET_TEMPLATES":
         return _imagenet_templates()
     raise AttributeError(name)
+
+
+def check_template(template, *, name="template"):
+    """Check that a prompt template has exactly one ``{}`` for the name.
+
+    The fields are read as :meth:`str.format` reads them, so an escaped
+    ``{{}}`` (a literal pair of braces, which would leave every class with
+    the same prompt), a named or numbered field, a format spec and a lone
+    brace are refused.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features.clip import check_template
+    >>> check_template("a photo of a {}.")
+    'a photo of a {}.'
+    >>> check_template("a photo of a {{}}.")
+    Traceback (most recent call last):
+    ...
+    ValueError: template 'a photo of a {{}}.' must hold exactly one '{}' ...
+    """
+    import string
+
+    if not isinstance(template, str):
+        raise TypeError(
+            f"{name} must be a string with one '{{}}' for the class name, got "
+            f"{template!r} of type {type(template).__name__}."
+        )
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv
+                  in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        fields = exc
+    if not isinstance(fields, list) or len(fields) != 1 \
+            or fields[0] != ("", "", None):
+        raise ValueError(
+            f"{name} {template!r} must hold exactly one '{{}}' where the "
+            "class name goes, and no other braces (write a literal brace "
+            "as '{{' or '}}'), for example 'a photo of a {}.'."
+        )
+    return template
 
 
 def split_synonyms(name):
@@ -103,6 +147,42 @@ def split_synonyms(name):
     return parts
 
 
+_CKPT_EXPECTED = ("an open_clip checkpoint (a state dict saved with "
+                  "safetensors or torch.save)")
+_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
+
+
+def _check_model_config(path):
+    """An open_clip model-config JSON: an object with the model's keys."""
+    expected = (f"an open_clip model config (a JSON object with "
+                f"{list(_CONFIG_KEYS)})")
+    cfg = _io.read_json(path, expected)
+    missing = [k for k in _CONFIG_KEYS if not isinstance(cfg, dict)
+               or k not in cfg]
+    if missing:
+        raise _io.UnreadableFileError(
+            path, expected, f"it lacks {missing}", hint="pass a config "
+            "written by open_clip (open_clip/model_configs/*.json)")
+    return cfg
+
+
+def _check_local_dir(path):
+    """open_clip's local-dir layout: a valid config and readable weights."""
+    config = os.path.join(path, "open_clip_config.json")
+    expected = "an open_clip_config.json (a JSON object with 'model_cfg')"
+    cfg = _io.read_json(config, expected)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_cfg"),
+                                                   dict):
+        raise _io.UnreadableFileError(
+            config, expected, "it has no 'model_cfg' object",
+            hint="write it as open_clip's push_to_hf_hub does")
+    for weights in ("open_clip_model.safetensors",
+                    "open_clip_pytorch_model.bin"):
+        if os.path.lexists(os.path.join(path, weights)):
+            _io.check_checkpoint(os.path.join(path, weights), _CKPT_EXPECTED)
+            break
+
+
 def _resized_shape(h, w, short_side, max_long_side, multiple):
     """Scale (h, w) so the short side is `short_side` (long side capped),
     each side rounded to the nearest positive multiple of `multiple`."""
@@ -120,6 +200,45 @@ def _window_starts(size, window, stride):
     if starts[-1] != size - window:
         starts.append(size - window)
     return starts
+
+
+def _prompt_digest(bundle, synonym, templates):
+    """Digest of the token ids of every prompt of `synonym` (memoised)."""
+    import hashlib
+
+    def compute():
+        tokens = bundle.tokenizer([t.format(synonym) for t in templates])
+        return hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()
+
+    return _cache.memo(("clip-prompt-digest", bundle.key, templates, synonym),
+                       compute)
+
+
+def _check_distinct_prompts(bundle, classes, synonyms, templates):
+    """Refuse two classes whose prompts the tokenizer makes identical.
+
+    The tokenizer lower-cases, cleans the text and truncates every prompt
+    at its context length (77 tokens for CLIP): two long names that differ
+    only after that point, or only in what the tokenizer drops, get the
+    same embedding, and the second could never be predicted.
+    """
+    seen = {}
+    for c, syn in zip(classes, synonyms):
+        key = frozenset(_prompt_digest(bundle, s, templates) for s in syn)
+        if key in seen:
+            def show(name):
+                return repr(name if len(name) <= 60 else name[:57] + "...")
+
+            raise ValueError(
+                f"classes {show(seen[key])} and {show(c)} give the same "
+                "prompts once "
+                "CLIP's tokenizer has seen them (it lower-cases, cleans "
+                "the text and truncates each prompt at "
+                f"{getattr(bundle.tokenizer, 'context_length', 77)} "
+                "tokens), so the second could never be predicted; shorten "
+                "or rename one of them."
+            )
+        seen[key] = c
 
 
 class _CLIPBundle:
@@ -435,13 +554,18 @@ class CLIPFeatures(BaseEstimator):
     # ------------------------------------------------------------------
     # validation (no model is loaded here)
 
-    def _check_int(self, name, value, minimum=1, allow_none=False):
+    def _check_int(self, name, value, minimum=1, allow_none=False,
+                   maximum=None):
         if value is None and allow_none:
             return
         if isinstance(value, bool) or not isinstance(value, Integral):
             raise TypeError(f"{name} must be an integer, got {value!r}.")
         if value < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+        if maximum is not None and value > maximum:
+            raise ValueError(
+                f"{name} must be <= {maximum} pixels, got {value!r}; the "
+                "cost grows with the square of the image side.")
 
     def _resolve_model(self):
         """Map (model, pretrained) to open_clip arguments; validates names
@@ -474,6 +598,7 @@ class CLIPFeatures(BaseEstimator):
                     "local model folder needs it next to the weights (or "
                     "pass model='<config>.json' and pretrained='<weights>')."
                 )
+            _check_local_dir(path)
             path = os.path.abspath(path)
             out["name"] = "local-dir:" + path
             out["weights"] = out["name"]
@@ -486,6 +611,7 @@ class CLIPFeatures(BaseEstimator):
                     "open_clip config JSON or a built-in name such as "
                     "'ViT-B-16'."
                 )
+            _check_model_config(model)
             name = os.path.splitext(os.path.basename(model))[0]
             if name not in open_clip.list_models():
                 open_clip.add_model_config(os.path.abspath(model))
@@ -518,6 +644,7 @@ class CLIPFeatures(BaseEstimator):
             out["hub"] = tag_cfg.get("hf_hub", "") or tag_cfg.get("url", "")
             return out
         if os.path.isfile(pretrained):
+            _io.check_checkpoint(pretrained, _CKPT_EXPECTED)
             out["pretrained"] = os.path.abspath(pretrained)
             out["weights"] = (out["pretrained"], os.path.getmtime(pretrained))
             return out
@@ -536,10 +663,13 @@ class CLIPFeatures(BaseEstimator):
 
     def _validate_params(self):
         """Check every parameter; raises ValueError/TypeError, loads nothing."""
-        self._check_int("short_side", self.short_side, 1)
-        self._check_int("max_long_side", self.max_long_side, 1, allow_none=True)
-        self._check_int("window", self.window, 1, allow_none=True)
-        self._check_int("stride", self.stride, 1, allow_none=True)
+        self._check_int("short_side", self.short_side, 1, maximum=_MAX_SIDE)
+        self._check_int("max_long_side", self.max_long_side, 1,
+                        allow_none=True, maximum=_MAX_SIDE)
+        self._check_int("window", self.window, 1, allow_none=True,
+                        maximum=_MAX_SIDE)
+        self._check_int("stride", self.stride, 1, allow_none=True,
+                        maximum=_MAX_SIDE)
         if self.stride is not None and self.window is None:
             raise ValueError("stride is set but window is None; set window too.")
         if self.window is not None and self.stride is not None \
@@ -575,11 +705,7 @@ class CLIPFeatures(BaseEstimator):
         if not templates:
             raise ValueError("templates is empty; pass at least one template.")
         for t in templates:
-            if not isinstance(t, str) or t.count("{}") != 1:
-                raise ValueError(
-                    f"each template must be a string with exactly one '{{}}' "
-                    f"for the class name, got {t!r}."
-                )
+            check_template(t)
         return templates
 
     # ------------------------------------------------------------------
@@ -705,6 +831,7 @@ class CLIPFeatures(BaseEstimator):
 
         templates = self._templates()
         synonyms = [split_synonyms(c) for c in classes]
+        _check_distinct_prompts(bundle, classes, synonyms, templates)
         flat = [s for syn in synonyms for s in syn]
         owner = torch.tensor([k for k, syn in enumerate(synonyms) for _ in syn])
         keys = [("clip-text", bundle.key, templates, s) for s in flat]

@@ -35,6 +35,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .. import _io
 from . import _cache
 from ._images import to_rgb_uint8
 
@@ -43,6 +44,25 @@ __all__ = ["DiffusionAttention", "CapturingAttnProcessor",
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TEXT_EMBEDDINGS = ("auto", "encoder", "zeros")
+
+
+def _check_local_folder(source):
+    """The config and weights of unet/ and vae/ of a local pipeline folder,
+    read through :mod:`dsolo_sk._io` before diffusers touches them."""
+    for sub in ("unet", "vae"):
+        folder = os.path.join(source, sub)
+        config = os.path.join(folder, "config.json")
+        expected = f"the {sub} config of a diffusers pipeline (a JSON object)"
+        cfg = _io.read_json(config, expected)
+        if not isinstance(cfg, dict):
+            raise _io.UnreadableFileError(
+                config, expected, f"it holds a JSON {type(cfg).__name__}, "
+                "not an object", hint="write the folder with save_pretrained")
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".safetensors"):
+                _io.check_checkpoint(
+                    os.path.join(folder, name),
+                    f"the {sub} weights of a diffusers pipeline (safetensors)")
 
 
 class _StopUNet(Exception):
@@ -371,13 +391,20 @@ class DiffusionAttention(BaseEstimator):
         )
 
     def _validate_params(self):
-        for name, lo in (("resolution", 1), ("max_long_side", 1),
-                         ("timestep", 0)):
+        for name, lo, hi in (("resolution", 1, 8192),
+                             ("max_long_side", 1, 8192),
+                             ("timestep", 0, 10000)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, Integral):
                 raise TypeError(f"{name} must be an integer, got {v!r}.")
             if v < lo:
                 raise ValueError(f"{name} must be >= {lo}, got {v!r}.")
+            if v > hi:
+                raise ValueError(
+                    f"{name} must be <= {hi}, got {v!r}"
+                    + ("" if name == "timestep" else " (pixels; the "
+                       "attention maps grow as the fourth power of the "
+                       "side)") + ".")
         if self.max_long_side < self.resolution:
             raise ValueError(
                 f"max_long_side ({self.max_long_side}) must be >= resolution "
@@ -451,16 +478,18 @@ class DiffusionAttention(BaseEstimator):
                     "DiffusionAttention(model='/path/to/stable-diffusion-2-base')"
                     " holding unet/ and vae/ (and text_encoder/, tokenizer/)."
                 ) from exc
-            raise ValueError(
-                f"could not load the {what} from {os.path.join(source, sub)}: "
-                f"{exc}\nThe folder must be written by save_pretrained with "
-                "safetensors weights."
-            ) from exc
+            raise _io.UnreadableFileError(
+                os.path.join(source, sub), f"the {what} folder of a "
+                "diffusers pipeline", " ".join(str(exc).split()),
+                hint="the folder must be written by save_pretrained with "
+                "safetensors weights") from exc
 
     def _load_uncached(self, kind, source, device, dtype):
         import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
+        if kind == "local":
+            _check_local_folder(source)
         unet = self._from_pretrained(UNet2DConditionModel, kind, source, "unet",
                                      dtype, "UNet")
         vae = self._from_pretrained(AutoencoderKL, kind, source, "vae", dtype,

@@ -69,7 +69,10 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
     Images (see :mod:`dsolo_sk.features._images` for the details) are a
     list of (H, W, 3) uint8 arrays, PIL images or file paths. Grayscale is
     repeated to RGB, RGBA loses its alpha channel, float images must lie in
-    [0, 1]. Every image, the classes and the extractors' parameters are
+    [0, 1]. Image files are read as displayed (EXIF orientation applied,
+    see :func:`dsolo_sk.datasets.read_image`); one that cannot be decoded
+    raises :class:`~dsolo_sk.exceptions.UnreadableFileError` naming it.
+    Every image, the classes and the extractors' parameters are
     validated before any model is loaded. The Dataset's ``image`` is the
     image at its original resolution, so the label map predicted from it
     has the image's size.
