@@ -180,7 +180,7 @@ def read_json(path, expected, *, max_bytes=MAX_TEXT_BYTES, name="path"):
                                   hint="fix or restore the file") from None
 
 
-# -- images ------------------------------------------------------------------
+# -- images -------------------------------------------------------------------
 def _bomb_error(path, expected, size):
     from PIL import Image
 
@@ -281,7 +281,7 @@ def image_header_size(path, expected="an image"):
     return h, w
 
 
-# -- model files ---------------------------------------------------------------
+# -- model files --------------------------------------------------------------
 def check_checkpoint(path, expected="a model checkpoint (safetensors or a "
                      "torch state dict)"):
     """Check that a checkpoint file is complete, without loading its tensors.
@@ -352,7 +352,7 @@ def _check_checkpoint(path, expected, size):
                               "file nor a torch checkpoint", hint=hint)
 
 
-# -- arrays ----------------------------------------------------------------------
+# -- arrays -------------------------------------------------------------------
 def write_npz(path, arrays):
     """Write arrays to an uncompressed ``.npz`` file, atomically.
 
@@ -434,7 +434,7 @@ def read_npz(path, expected):
     return out
 
 
-# -- output folders --------------------------------------------------------------
+# -- output folders -----------------------------------------------------------
 def check_output_folder(path, name):
     """Check that `path` is, or can become, a folder we can write to.
 

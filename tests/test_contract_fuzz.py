@@ -60,7 +60,7 @@ def contract(call, *names):
     return out
 
 
-# -- strategies ---------------------------------------------------------------------
+# -- strategies ---------------------------------------------------------------
 #: what a user may pass where a float is meant
 ANY_NUMBER = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
@@ -102,7 +102,7 @@ def names_of(bad, kwargs, *others, related=None):
     return tuple(kwargs) + others
 
 
-# -- parameters ---------------------------------------------------------------------
+# -- parameters ---------------------------------------------------------------
 SIGMA = st.floats(1e-3, 10)
 
 
@@ -180,7 +180,7 @@ def test_scene_generator(case):
         assert 0 <= mask.min() and mask.max() < kwargs["n_classes"]
 
 
-# -- class lists --------------------------------------------------------------------
+# -- class lists --------------------------------------------------------------
 NAMES = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["cat", "Cat", " cat ", "ca t", "cat, kitten", ",",
@@ -219,7 +219,7 @@ def test_class_lists(classes):
         assert _distinct_for_clip(out), out
 
 
-# -- segmenters on feature Datasets ---------------------------------------------------
+# -- segmenters on feature Datasets -------------------------------------------
 MODES = ("raw", "kl", "path", "velocity")
 
 
@@ -295,7 +295,7 @@ def test_segmenters_on_feature_datasets(data, mode):
         assert _finite(sc.values), (mode, "non-finite scores")
 
 
-# -- metrics --------------------------------------------------------------------------
+# -- metrics ------------------------------------------------------------------
 VALID_MAPS = st.lists(st.sampled_from([0, 1, 2, 255]), min_size=12,
                       max_size=12).map(lambda v: np.array(v).reshape(3, 4))
 LABEL_MAPS = st.one_of(
@@ -336,7 +336,7 @@ def test_mean_iou(pair, n_classes):
             assert 0 <= miou <= 1
 
 
-# -- files ----------------------------------------------------------------------------
+# -- files --------------------------------------------------------------------
 def _png_bytes():
     import io
 
@@ -468,7 +468,7 @@ def test_result_records(body, tmp_path_factory):
     assert body == "a folder" or not os.path.exists(store.path("img"))
 
 
-# -- evaluation --------------------------------------------------------------------------
+# -- evaluation ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def voc20(tmp_path_factory):
     from dsolo_sk.datasets import load_dataset, write_fake_dataset

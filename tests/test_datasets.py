@@ -194,7 +194,8 @@ def test_truncated_mask_names_the_file(tmp_path):
     data = open(ds.mask_path(0), "rb").read()
     with open(ds.mask_path(0), "wb") as f:
         f.write(data[:len(data) // 2])
-    with pytest.raises(ValueError, match="cannot read .*labelTrainIds.*as a mask.*truncated"):
+    with pytest.raises(ValueError,
+                       match="cannot read .*labelTrainIds.*as a mask.*truncated"):
         ds.load_mask(0)
 
 
