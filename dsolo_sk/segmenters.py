@@ -234,6 +234,42 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
 
     # -- parameters --------------------------------------------------------
 
+    _PART_EXAMPLES = {"normalizer": "LogitNormalizer()",
+                      "discrepancy": "TransportVelocity()",
+                      "upsampler": "JointBilateralUpsampler()"}
+
+    def set_params(self, **params):
+        """Set the parameters of this segmenter and of its parts.
+
+        Nested names (``discrepancy__tau``) reach a part that is given as
+        an object; a part left at ``None`` (the method's default, resolved
+        only when the segmenter runs) must be passed first, in the same
+        call or before.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names and values.
+
+        Returns
+        -------
+        self : DirectSegmenter
+        """
+        for key in params:
+            part, sep, _ = key.partition("__")
+            if not sep or part not in self._PART_EXAMPLES or part in params:
+                continue
+            current = getattr(self, part, None)
+            if current is None or isinstance(current, str):
+                example = self._PART_EXAMPLES[part]
+                raise ValueError(
+                    f"cannot set {key}: {part} is {current!r}, so it has no "
+                    f"parameters to tune. Pass the part itself, for example "
+                    f"{type(self).__name__}({part}={example}), or set "
+                    f"{part}={example} in the same set_params call."
+                )
+        return super().set_params(**params)
+
     @property
     def _kind(self):
         """The method: a mode name, or ``"custom"`` for a user's object."""

@@ -33,8 +33,11 @@ def _import_graph():
                                               else []))
                 else:
                     module = node.module or ""
-                candidates = [module] + [f"{module}.{a.name}"
-                                         for a in node.names]
+                subs = [f"{module}.{a.name}" for a in node.names]
+                # "from . import _io" imports the submodule: the package
+                # itself is only a namespace there, not a dependency
+                candidates = subs if all(c in modules for c in subs) else \
+                    [module] + subs
             elif isinstance(node, ast.Import):
                 candidates = [a.name for a in node.names]
             else:

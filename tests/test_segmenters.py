@@ -401,3 +401,17 @@ def test_class_masses_below_float32_range_are_empty_not_nan(small):
     with pytest.raises(ValueError, match="range of q's dtype"):
         TransportPath().compute(q[mass > 0].astype(np.float32),
                                 ds["affinity"].values, mass[mass > 0])
+
+
+def test_tuning_a_part_left_at_none_says_how(small):
+    X, y = small
+    with pytest.raises(ValueError, match=r"upsampler=JointBilateralUpsampler"):
+        DirectSegmenter().set_params(upsampler__sigma_range=0.2)
+    with pytest.raises(ValueError, match="discrepancy=TransportVelocity"):
+        TransportVelocitySegmenter().set_params(discrepancy__tau=0.2)
+    # given in the same call, or before, it works
+    seg = DirectSegmenter().set_params(upsampler=JointBilateralUpsampler(),
+                                       upsampler__sigma_range=0.2)
+    assert seg.upsampler.sigma_range == 0.2
+    assert seg.set_params(upsampler__sigma_range=0.3).upsampler.sigma_range \
+        == 0.3
