@@ -353,24 +353,34 @@ def _check_checkpoint(path, expected, size):
 
 
 # -- arrays -------------------------------------------------------------------
-def write_npz(path, arrays):
-    """Write arrays to an uncompressed ``.npz`` file, atomically.
+def atomic_write(path, write, *, text=False, fsync=False):
+    """Write a file atomically: to a temporary file beside it, then renamed.
 
-    The file is written next to its final name and renamed over it
-    (:func:`os.replace`), so readers never see a partial file. Object
-    arrays are refused: nothing is pickled.
+    Readers never see a partial file, and a failure (or an interrupt)
+    leaves no temporary file behind.
+
+    Parameters
+    ----------
+    path : str or path
+        The final file.
+    write : callable
+        ``write(f)`` writes the content to the open file object ``f``.
+    text : bool, default=False
+        Open the file in text mode (UTF-8) rather than binary.
+    fsync : bool, default=False
+        Flush the content to the disk before the rename.
     """
-    import numpy as np
-
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    for name, arr in arrays.items():
-        if np.asarray(arr).dtype.hasobject:
-            raise TypeError(f"array {name!r} has dtype object, which .npz "
-                            "can only store by pickling.")
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, "w" if text else "wb",
+                       **({"encoding": "utf-8"} if text else {})) as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -378,6 +388,22 @@ def write_npz(path, arrays):
         except OSError:
             pass
         raise
+
+
+def write_npz(path, arrays):
+    """Write arrays to an uncompressed ``.npz`` file, atomically.
+
+    The file is written next to its final name and renamed over it
+    (:func:`atomic_write`), so readers never see a partial file. Object
+    arrays are refused: nothing is pickled.
+    """
+    import numpy as np
+
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype.hasobject:
+            raise TypeError(f"array {name!r} has dtype object, which .npz "
+                            "can only store by pickling.")
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_npz(path, expected):

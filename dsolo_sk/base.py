@@ -3,6 +3,25 @@
 __all__ = ["FitFreeMixin"]
 
 
+def validate_own_params(est):
+    """Call `est`'s own ``_validate_params()``, if it defines one.
+
+    Parts (extractors, normalisers, discrepancies, upsamplers) may define
+    a ``_validate_params()`` that checks their parameters without loading
+    a model, so that a bad value fails before any work. Every
+    :class:`~sklearn.base.BaseEstimator` also inherits scikit-learn's
+    private ``_validate_params``, which needs ``_parameter_constraints``:
+    that one is not called.
+    """
+    from sklearn.base import BaseEstimator
+
+    validate = getattr(type(est), "_validate_params", None)
+    if callable(validate) and validate is not getattr(
+            BaseEstimator, "_validate_params", None):
+        est._validate_params()
+    return est
+
+
 class FitFreeMixin:
     """Mixin for estimators that learn nothing from data.
 

@@ -39,7 +39,6 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -447,21 +446,7 @@ def _digest(obj):
 
 
 def _atomic_write_text(path, text):
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _io.atomic_write(path, lambda f: f.write(text), text=True, fsync=True)
 
 
 # -- per-image results on disk -----------------------------------------------

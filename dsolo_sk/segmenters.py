@@ -18,7 +18,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
-from .base import FitFreeMixin
+from .base import FitFreeMixin, validate_own_params
 from ._validation import check_classes, check_masks, check_sample_list
 from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
 from .features._contract import check_features
@@ -57,13 +57,8 @@ def _default_parts(kind):
 
 
 def _check_part(part, name, method, example, passthrough=True):
-    """Check a part: ``None``, ``"passthrough"`` or an object with `method`.
-
-    Parts may define a ``_validate_params()`` that checks their parameters;
-    it is called so that a bad value fails before any model loads. Every
-    BaseEstimator also inherits scikit-learn's private ``_validate_params``,
-    which needs ``_parameter_constraints``: that one is not called.
-    """
+    """Check a part: ``None``, ``"passthrough"`` or an object with `method`;
+    its own ``_validate_params()`` runs (:func:`~dsolo_sk.base.validate_own_params`)."""
     if part is None or (passthrough and isinstance(part, str)
                         and part == "passthrough"):
         return part
@@ -73,11 +68,7 @@ def _check_part(part, name, method, example, passthrough=True):
             f"{name} must be {allowed}an object with a {method}() method "
             f"(for example {example}), got {part!r}."
         )
-    validate = getattr(type(part), "_validate_params", None)
-    if callable(validate) and validate is not getattr(
-            BaseEstimator, "_validate_params", None):
-        part._validate_params()
-    return part
+    return validate_own_params(part)
 
 
 class DirectSegmenter(FitFreeMixin, BaseEstimator):

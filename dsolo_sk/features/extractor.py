@@ -11,7 +11,7 @@ hyperparameter search over the segmenter never re-runs the models.
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._validation import check_classes
-from ..base import FitFreeMixin
+from ..base import FitFreeMixin, validate_own_params
 from ._contract import from_arrays, max_per_class
 from ._images import check_images, to_rgb_uint8
 
@@ -26,16 +26,8 @@ def _check_part(est, method, name, example):
             f"{name} must be an object with a {method}() method (for example "
             f"{example}), got {est!r}."
         )
-    # Extractors may define a _validate_params() that checks their
-    # parameters without loading a model; call it so that bad parameters
-    # fail before any model loads. Every BaseEstimator also inherits
-    # scikit-learn's private _validate_params, which needs
-    # _parameter_constraints: that one is not ours to call.
-    validate = getattr(type(est), "_validate_params", None)
-    if callable(validate) and validate is not getattr(
-            BaseEstimator, "_validate_params", None):
-        est._validate_params()
-    return est
+    # bad parameters fail before any model loads
+    return validate_own_params(est)
 
 
 class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
