@@ -51,8 +51,11 @@ def _check_distributions(q):
         raise ValueError("q holds NaN or infinite values.")
     if bool(nx.any(q < 0)):
         raise ValueError("q must be non-negative.")
-    sums = nx.to_numpy(nx.sum(q, 1))
-    if not np.allclose(sums, 1.0, atol=1e-4):
+    sums = nx.sum(q, 1)
+    # the test of np.allclose(sums, 1, atol=1e-4), in q's own backend: the
+    # sums reach the host only to write the error
+    if bool(nx.any(~(nx.abs(sums - 1.0) <= 1e-4 + 1e-5))):
+        sums = nx.to_numpy(sums)
         bad = np.flatnonzero(~np.isclose(sums, 1.0, atol=1e-4))[:5].tolist()
         raise ValueError(
             f"each row of q must sum to one; rows {bad} do not (sums "
@@ -67,6 +70,26 @@ def _check_mass(mass, q):
     nx = get_backend(q)
     if mass is None:
         return nx.ones((q.shape[0],), type_as=q)
+    if hasattr(mass, "detach") and nx.__name__ != "numpy":
+        # a tensor beside a tensor q: checked where it lies, never copied
+        # to the host (the torch inference path of the segmenter)
+        if tuple(mass.shape) != (q.shape[0],):
+            raise ValueError(
+                f"mass must have shape ({q.shape[0]},), one per class, got "
+                f"{tuple(mass.shape)}."
+            )
+        if bool(nx.any(~nx.isfinite(mass) | (mass <= 0))):
+            raise ValueError(
+                "mass must be finite and positive; drop classes without "
+                "mass."
+            )
+        out = mass.to(dtype=q.dtype, device=q.device)
+        if bool(nx.any(out <= 0)):
+            raise ValueError(
+                "mass holds values below the range of q's dtype; drop "
+                "those classes, or pass float64 q."
+            )
+        return out
     mass = np.asarray(nx.to_numpy(mass) if hasattr(mass, "detach")
                       else mass, dtype=np.float64)
     if mass.shape != (q.shape[0],):
