@@ -239,7 +239,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     True
     >>> sorted(seg.get_params(deep=True))[:4]
     ['affinity', 'backend', 'classes', 'device']
-    >>> torch_seg = DirectSegmenter(backend="torch")  # post-processing in torch
+    >>> torch_seg = DirectSegmenter(backend="torch")  # steps run in torch
     >>> all((a == b).all() for a, b in zip(torch_seg.predict(X),
     ...                                    DirectSegmenter().predict(X)))
     True

@@ -256,12 +256,14 @@ def _jbu_torch(scores, guide, sigma_spatial, sigma_range, radius, kernel):
     n, h, w = scores.shape
     weights, index = _jbu_weights((h, w), guide, sigma_spatial, sigma_range,
                                   radius, kernel, tdt, device=scores.device)
-    flat = scores.reshape(n, h * w)
+    # (h w, N) rows are gathered whole, and the (H W, N) result is
+    # returned as an (N, H, W) view, as on the numpy path
+    flat = scores.reshape(n, h * w).T.contiguous()
     index = index.long()
-    out = flat[:, index[:, 0]] * weights[:, 0]
+    out = flat[index[:, 0]] * weights[:, :1]
     for t in range(1, weights.shape[1]):
-        out += flat[:, index[:, t]] * weights[:, t]
-    return out.reshape(n, *guide.shape[:2])
+        out += flat[index[:, t]] * weights[:, t:t + 1]
+    return out.reshape(*guide.shape[:2], n).permute(2, 0, 1)
 
 
 def upsample_scores(scores, guide, method="jbu", sigma_spatial=1.0,

@@ -183,7 +183,7 @@ def test_jbu_torch_matches_the_sparse_operator(monkeypatch):
         np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
-# -- half-precision features, float32 numerics ----------------------------------
+# -- half-precision features, float32 numerics ---------------------------
 
 
 @pytest.mark.parametrize("mode", ("path", "velocity"))
@@ -218,3 +218,29 @@ def test_backend_is_validated():
         DirectSegmenter(backend="jax").predict(X)
     with pytest.raises(ValueError, match="backend must be one of"):
         DirectSegmenter(backend=None).fit()
+
+
+# -- the benchmark -----------------------------------------------------------
+
+
+def test_stages_benchmark_prints_the_post_processing_table(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "stages.py"
+    spec = importlib.util.spec_from_file_location("_stages", path)
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    X, _ = make_scenes(n_scenes=1, n_classes=6, image_size=64,
+                       random_state=0)
+    res = stages.print_post_table(X[0], "cpu", repeats=1, models=0.5)
+    out = capsys.readouterr().out
+    for mode in ("velocity", "path"):
+        for backend in ("numpy", "torch"):
+            assert f"{mode}/{backend}" in out
+            t = res[mode, backend]
+            assert set(t) == {"normalize", "discrepancy", "upsample",
+                              "argmax_to_host", "total"}
+            assert all(v >= 0 for v in t.values())
+        assert f"{mode}: torch path" in out
+    assert "post share" in out
