@@ -37,6 +37,18 @@ PATH_BALANCES = ("row", "ipf")
 VELOCITY_SCORES = ("state", "weighted", "accumulated", "steps")
 
 
+def _at_least_float32(q):
+    """`q` widened to float32 when it is of a half-precision type (numpy
+    or torch float16, torch bfloat16), in its own backend and device."""
+    if hasattr(q, "detach"):  # a torch tensor
+        if q.is_floating_point() and q.element_size() < 4:
+            return q.float()
+        return q
+    if q.dtype.kind == "f" and q.dtype.itemsize < 4:
+        return q.astype(np.float32)
+    return q
+
+
 def _check_distributions(q):
     if sp.issparse(q):
         raise TypeError("q must be a dense array of class distributions.")
@@ -46,6 +58,7 @@ def _check_distributions(q):
         raise ValueError(
             f"q must have shape (n_classes, n_patches), got {q.shape}."
         )
+    q = _at_least_float32(q)
     nx = get_backend(q)
     if bool(nx.any(~nx.isfinite(q))):
         raise ValueError("q holds NaN or infinite values.")
@@ -312,6 +325,15 @@ class TransportPath(BaseEstimator):
         the synthetic benchmark, adding three sink patches changes 35 to
         70 % of the labels; with ``"ipf"`` at most 2.5 %).
 
+    Notes
+    -----
+    The computation runs in the backend (numpy or torch, any device) and
+    the float type of `q`, but never below float32: half-precision `q`
+    (the output of a float16 model) is widened first, because the
+    log-domain Sinkhorn iterations and the proportional fitting lose the
+    plan's structure in float16 (10 bits of mantissa, and
+    :math:`e^{-C/\varepsilon}` underflows below 6e-8).
+
     Examples
     --------
     >>> import numpy as np
@@ -436,6 +458,14 @@ class TransportVelocity(BaseEstimator):
         dense affinity (:func:`dsolo_sk.transport.sparsify_topk`, a sparse
         matrix; numpy only): each step then costs O(k P) instead of
         O(P^2).
+
+    Notes
+    -----
+    The computation runs in the backend (numpy or torch, any device) and
+    the float type of `q`, but never below float32: half-precision `q`
+    (the output of a float16 model) is widened first, because the
+    proportional fitting and the threshold `tau` on differences of the
+    ratio need more than float16's 10 bits of mantissa.
 
     Examples
     --------

@@ -201,6 +201,31 @@ def test_float16_features_are_widened_before_the_numerics(mode):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("disc", [TransportPath(), TransportVelocity()],
+                         ids=repr)
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_half_precision_q_is_computed_in_float32(disc, as_torch):
+    rng = np.random.default_rng(6)
+    # rows of k / 1024: distributions that float16 holds exactly
+    counts = rng.multinomial(1024, rng.dirichlet(np.full(64, 0.3), 3)[0],
+                             size=3)
+    q = (counts / 1024).astype(np.float32)
+    q16 = q.astype(np.float16)
+    assert np.array_equal(q16.astype(np.float32), q)
+    aff = (rng.random((64, 64)) ** 4).astype(np.float32)
+    m = np.array([0.5, 0.3, 0.2], np.float32)
+    ref = disc.compute(q, aff, m)
+    if as_torch:
+        got = disc.compute(torch.from_numpy(q16), torch.from_numpy(aff),
+                           torch.from_numpy(m))
+        assert got.dtype == torch.float32
+        got = got.numpy()
+    else:
+        got = disc.compute(q16, aff, m)
+        assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_torch_features_given_as_tensors_stay_on_their_device():
     X, _ = make_scenes(n_scenes=1, n_classes=6, image_size=48,
                        random_state=5)
