@@ -259,10 +259,13 @@ def _jbu_torch(scores, guide, sigma_spatial, sigma_range, radius, kernel):
     # (h w, N) rows are gathered whole, and the (H W, N) result is
     # returned as an (N, H, W) view, as on the numpy path
     flat = scores.reshape(n, h * w).T.contiguous()
-    index = index.long()
-    out = flat[index[:, 0]] * weights[:, :1]
-    for t in range(1, weights.shape[1]):
-        out += flat[index[:, t]] * weights[:, t:t + 1]
+    index = index.T.long().contiguous()  # (k, H W): one tap per row
+    weights = weights.T.contiguous()[:, :, None]
+    # products rounded before the sums (no fused multiply-add), in the
+    # order of the sparse product's: the numpy path's numbers exactly
+    out = flat.index_select(0, index[0]).mul_(weights[0])
+    for t in range(1, index.shape[0]):
+        out.add_(flat.index_select(0, index[t]).mul_(weights[t]))
     return out.reshape(*guide.shape[:2], n).permute(2, 0, 1)
 
 
