@@ -162,7 +162,8 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         (table below).
     device : str, optional
         Device of the extractors' models (for example ``"cuda"``), default
-        extractors included; default: the extractors' own.
+        extractors included, and of the steps after them with
+        ``backend="torch"``; default: the extractors' own.
     dtype : str, optional
         Floating type of the extractors' models (``"float16"`` on GPU),
         default extractors included; default: the extractors' own. The
@@ -172,13 +173,15 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         float16 model changes the features, not the numerics after them.
     backend : {"numpy", "torch"}, default="numpy"
         Where the steps after the models run. ``"numpy"``: on the host.
-        ``"torch"``: as torch tensors on `device` (``"cpu"`` when `device`
-        is None): the same code (the parts are written once, through
-        POT's backend :func:`ot.backend.get_backend`) runs on the device,
-        and only the label maps (or the score maps of
-        :meth:`decision_function`) are copied back. Both give the same
-        labels; the scores agree to float32 rounding. A user's part must
-        accept torch tensors to be used with ``"torch"``.
+        ``"torch"``: as torch tensors on `device`, resolved as the
+        extractors resolve it (None or ``"auto"``: CUDA when a GPU is
+        visible, else the CPU). The same code runs there (the parts are
+        written once, through POT's backend
+        :func:`ot.backend.get_backend`), and only the label maps (or the
+        score maps of :meth:`decision_function`) are copied back. Both
+        give the same labels; the scores agree to float32 rounding. On
+        the CPU numpy is faster (``benchmarks/stages.py``); a user's part
+        must accept torch tensors to be used with ``"torch"``.
     progress : bool or None, default=None
         Progress bar over images; ``None`` shows it on a terminal only.
 
@@ -469,8 +472,12 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
             return np.asarray(values).astype(np.float32)
         import torch
 
-        device = self.device if self.device is not None else (
-            values.device if _is_tensor(values) else "cpu")
+        from .features._cache import resolve_device
+
+        if self.device is None and _is_tensor(values):
+            device = values.device  # tensors stay where they are
+        else:
+            device = resolve_device(self.device)
         if _is_tensor(values):
             return values.detach().to(device=device, dtype=torch.float32)
         return torch.as_tensor(np.asarray(values), dtype=torch.float32,
