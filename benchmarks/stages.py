@@ -4,8 +4,14 @@ Stages: CLIP ViT-B/16 dense forward at a 448-pixel short side, Stable
 Diffusion 2 (base) VAE encoding at 512 pixels, the UNet up to the last
 needed attention layer and, for comparison, the full UNet, the
 hierarchical resampling of the attention maps, and the segmenter's
-post-processing (velocity and path modes) when it is installed. Text
+post-processing (velocity and path modes), split into its own stages
+(normalisation, discrepancy, upsampling, argmax and the copy of the labels
+to the host) for both backends of :class:`dsolo_sk.DirectSegmenter`:
+``"numpy"`` (on the host) and ``"torch"`` (tensors on the device). Text
 embeddings are timed separately: they are computed once per class list.
+Images per second are given end to end and per stage, with the share of
+the post-processing, and against a CLIP-only pipeline (the same CLIP, no
+UNet, bilinear upsampling and raw argmax) as the reference.
 
 The models are built from their configurations with random weights (no
 download), so the timings are those of the real architectures. CPU in
@@ -15,6 +21,7 @@ Run::
 
     python benchmarks/stages.py            # about 4 minutes on 2 idle CPU cores
     python benchmarks/stages.py --repeats 5 --device cuda
+    python benchmarks/stages.py --quick    # post-processing only, no models
 """
 
 import argparse
@@ -111,6 +118,81 @@ def build_sd(device, dtype):
     return est, _SDBundle(unet, vae, empty, "zeros")
 
 
+def post_stages(ds, mode, backend, device, repeats):
+    """Best seconds of each post-processing stage of one image.
+
+    The stages are the segmenter's own steps, called as the segmenter
+    calls them: normalisation (non-maximum suppression included), the
+    discrepancy, the upsampling, and the argmax with the copy of the labels
+    to the host; ``"total"`` is :meth:`DirectSegmenter.predict` itself.
+    """
+    from dsolo_sk.segmenters import DirectSegmenter
+
+    seg = DirectSegmenter(mode=mode, backend=backend,
+                          device=None if backend == "numpy" else device)
+    norm, disc, up = parts = seg._parts()
+    flat = seg._device_array(ds["logits"].values)
+    flat = flat.reshape(flat.shape[0], -1)
+    patch = seg._patch_scores(ds, parts)
+    maps = seg._upsample(patch, ds, parts)
+    out = {
+        "normalize": timeit(lambda: norm.normalize(flat), device, repeats),
+        # the discrepancy with the normalisation it needs, less the latter
+        "discrepancy": timeit(lambda: seg._patch_scores(ds, parts), device,
+                              repeats),
+        "upsample": timeit(lambda: seg._upsample(patch, ds, parts), device,
+                           repeats),
+        "argmax_to_host": timeit(lambda: seg._labels(maps), device, repeats),
+        "total": timeit(lambda: seg.predict([ds]), device, repeats),
+    }
+    out["discrepancy"] = max(out["discrepancy"] - out["normalize"], 0.0)
+    return out
+
+
+def clip_only(ds, device, repeats):
+    """Seconds of the reference's post-processing: bilinear upsampling of
+    the raw logits and argmax (the CLIP-only pipeline)."""
+    from dsolo_sk import DirectSegmenter, InterpolationUpsampler
+
+    seg = DirectSegmenter(mode="raw", upsampler=InterpolationUpsampler(),
+                          backend="torch", device=device)
+    return timeit(lambda: seg.predict([ds]), device, repeats)
+
+
+def print_post_table(ds, device, repeats, models=None):
+    """Per-stage table of the post-processing, both backends and modes.
+
+    `models` is the seconds per image of the model stages (None: not
+    timed, the shares are of the post-processing alone).
+    """
+    p = int(np.prod(ds["logits"].shape[1:]))
+    n = ds.sizes["class"]
+    print(f"\npost-processing on {device}: {n} classes, {p} patches, image "
+          f"{tuple(ds['image'].shape[:2])}, best of {repeats}")
+    stages = ("normalize", "discrepancy", "upsample", "argmax_to_host")
+    head = "".join(f"{s:>16}" for s in stages)
+    print(f"{'mode/backend':<18}{head}{'total s':>10}{'img/s':>9}"
+          + (f"{'post share':>12}" if models else ""))
+    res = {}
+    for mode in ("velocity", "path"):
+        for backend in ("numpy", "torch"):
+            t = post_stages(ds, mode, backend, device, repeats)
+            res[mode, backend] = t
+            cells = "".join(f"{t[s]:>9.4f}s {t[s] / t['total']:>5.0%}"
+                            for s in stages)
+            line = (f"{mode + '/' + backend:<18}{cells}{t['total']:>10.4f}"
+                    f"{1 / t['total']:>9.1f}")
+            if models:
+                share = t["total"] / (models + t["total"])
+                line += f"{share:>12.1%}"
+            print(line)
+    for mode in ("velocity", "path"):
+        ratio = res[mode, "numpy"]["total"] / res[mode, "torch"]["total"]
+        print(f"{mode}: torch path {ratio:.2f}x the images/s of the numpy "
+              f"path (post-processing alone)")
+    return res
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
@@ -120,7 +202,12 @@ def main(argv=None):
     parser.add_argument("--text-classes", type=int, default=2,
                         help="classes whose 80-template text embedding is "
                              "timed (a one-time cost per class, cached)")
+    parser.add_argument("--quick", action="store_true",
+                        help="post-processing only, on generated features "
+                             "of the same shapes (no model is built)")
     args = parser.parse_args(argv)
+    if args.quick:
+        return quick(args)
 
     from skimage import data
 
@@ -165,19 +252,20 @@ def main(argv=None):
                                      args.repeats)
     affinity = sd._affinity(maps, grid)
 
-    post = {}
-    try:
-        from dsolo_sk.segmenters import DirectSegmenter
-    except ImportError:
-        DirectSegmenter = None
-    if DirectSegmenter is not None:
-        from dsolo_sk.features import from_arrays
+    from dsolo_sk.features import from_arrays
 
-        ds = from_arrays(logits, affinity, image, classes)
-        for mode in ("velocity", "path"):
-            seg = DirectSegmenter(mode=mode)
-            post[mode] = timeit(lambda: seg.predict([ds]), "cpu", args.repeats)
-        t["post_velocity"] = post["velocity"]
+    ds = from_arrays(logits, affinity, image, classes)
+    models = sum(t.values())
+    table = print_post_table(ds, device, args.repeats, models)
+    post = {mode: table[mode, "numpy"]["total"]
+            for mode in ("velocity", "path")}
+    t["post_velocity"] = post["velocity"]
+    reference = t["clip_forward"] + clip_only(ds, device, args.repeats)
+    for backend in ("numpy", "torch"):
+        e2e = models + table["velocity", backend]["total"]
+        print(f"end to end, velocity/{backend}: {1 / e2e:.2f} images/s; "
+              f"CLIP-only reference {1 / reference:.2f} images/s "
+              f"(ratio {reference / e2e:.2f})")
 
     total = sum(t.values())
     print(f"\npatch grid {grid}, attention grids {[g for g, _ in maps]}; "
@@ -198,6 +286,34 @@ def main(argv=None):
           f"{(unet_full - t['unet_early_exit']) / (total - t['unet_early_exit'] + unet_full):.1%} "
           "of the whole image.")
     return t, unet_full, post
+
+
+def quick(args):
+    """The post-processing table on generated features of the protocol's
+    shapes: a 448 x 448 image, a 28 x 28 patch grid (ViT-B/16), an affinity
+    between patches and ``--classes`` classes."""
+    from dsolo_sk.datasets import make_scene_family
+
+    device = "cpu" if args.device == "auto" else args.device
+    X, _ = make_scene_family("street", n_scenes=1, image_size=448,
+                             random_state=0)
+    ds = X[0]
+    n = ds.sizes["class"]
+    if n < args.classes:  # more (absent) classes: their logits lose
+        rng = np.random.default_rng(0)
+        extra = args.classes - n
+        low = float(ds["logits"].min())
+        shape = (extra,) + ds["logits"].shape[1:]
+        logits = np.concatenate([ds["logits"].values,
+                                 low + 0.01 * rng.random(shape)])
+        from dsolo_sk.features import from_arrays
+
+        ds = from_arrays(logits.astype(np.float32), ds["affinity"].values,
+                         ds["image"].values,
+                         [f"class {i}" for i in range(args.classes)])
+    print(f"device={device} threads={torch.get_num_threads()} "
+          f"repeats={args.repeats} (quick: no models)")
+    return print_post_table(ds, device, args.repeats)
 
 
 if __name__ == "__main__":

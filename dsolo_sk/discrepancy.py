@@ -37,6 +37,18 @@ PATH_BALANCES = ("row", "ipf")
 VELOCITY_SCORES = ("state", "weighted", "accumulated", "steps")
 
 
+def _at_least_float32(q):
+    """`q` widened to float32 when it is of a half-precision type (numpy
+    or torch float16, torch bfloat16), in its own backend and device."""
+    if hasattr(q, "detach"):  # a torch tensor
+        if q.is_floating_point() and q.element_size() < 4:
+            return q.float()
+        return q
+    if q.dtype.kind == "f" and q.dtype.itemsize < 4:
+        return q.astype(np.float32)
+    return q
+
+
 def _check_distributions(q):
     if sp.issparse(q):
         raise TypeError("q must be a dense array of class distributions.")
@@ -46,13 +58,17 @@ def _check_distributions(q):
         raise ValueError(
             f"q must have shape (n_classes, n_patches), got {q.shape}."
         )
+    q = _at_least_float32(q)
     nx = get_backend(q)
     if bool(nx.any(~nx.isfinite(q))):
         raise ValueError("q holds NaN or infinite values.")
     if bool(nx.any(q < 0)):
         raise ValueError("q must be non-negative.")
-    sums = nx.to_numpy(nx.sum(q, 1))
-    if not np.allclose(sums, 1.0, atol=1e-4):
+    sums = nx.sum(q, 1)
+    # the test of np.allclose(sums, 1, atol=1e-4), in q's own backend: the
+    # sums reach the host only to write the error
+    if bool(nx.any(~(nx.abs(sums - 1.0) <= 1e-4 + 1e-5))):
+        sums = nx.to_numpy(sums)
         bad = np.flatnonzero(~np.isclose(sums, 1.0, atol=1e-4))[:5].tolist()
         raise ValueError(
             f"each row of q must sum to one; rows {bad} do not (sums "
@@ -67,6 +83,26 @@ def _check_mass(mass, q):
     nx = get_backend(q)
     if mass is None:
         return nx.ones((q.shape[0],), type_as=q)
+    if hasattr(mass, "detach") and nx.__name__ != "numpy":
+        # a tensor beside a tensor q: checked where it lies, never copied
+        # to the host (the torch inference path of the segmenter)
+        if tuple(mass.shape) != (q.shape[0],):
+            raise ValueError(
+                f"mass must have shape ({q.shape[0]},), one per class, got "
+                f"{tuple(mass.shape)}."
+            )
+        if bool(nx.any(~nx.isfinite(mass) | (mass <= 0))):
+            raise ValueError(
+                "mass must be finite and positive; drop classes without "
+                "mass."
+            )
+        out = mass.to(dtype=q.dtype, device=q.device)
+        if bool(nx.any(out <= 0)):
+            raise ValueError(
+                "mass holds values below the range of q's dtype; drop "
+                "those classes, or pass float64 q."
+            )
+        return out
     mass = np.asarray(nx.to_numpy(mass) if hasattr(mass, "detach")
                       else mass, dtype=np.float64)
     if mass.shape != (q.shape[0],):
@@ -289,6 +325,15 @@ class TransportPath(BaseEstimator):
         the synthetic benchmark, adding three sink patches changes 35 to
         70 % of the labels; with ``"ipf"`` at most 2.5 %).
 
+    Notes
+    -----
+    The computation runs in the backend (numpy or torch, any device) and
+    the float type of `q`, but never below float32: half-precision `q`
+    (the output of a float16 model) is widened first, because the
+    log-domain Sinkhorn iterations and the proportional fitting lose the
+    plan's structure in float16 (10 bits of mantissa, and
+    :math:`e^{-C/\varepsilon}` underflows below 6e-8).
+
     Examples
     --------
     >>> import numpy as np
@@ -413,6 +458,14 @@ class TransportVelocity(BaseEstimator):
         dense affinity (:func:`dsolo_sk.transport.sparsify_topk`, a sparse
         matrix; numpy only): each step then costs O(k P) instead of
         O(P^2).
+
+    Notes
+    -----
+    The computation runs in the backend (numpy or torch, any device) and
+    the float type of `q`, but never below float32: half-precision `q`
+    (the output of a float16 model) is widened first, because the
+    proportional fitting and the threshold `tau` on differences of the
+    ratio need more than float16's 10 bits of mantissa.
 
     Examples
     --------

@@ -6,6 +6,13 @@ that win no patch are handled explicitly: a suppressed entry carries no
 mass, and a class with no mass at all gets mass zero, so that the segmenter
 never predicts it.
 
+Every function takes numpy arrays or torch tensors and returns the same
+kind, on the same device: the math is written once, through POT's backend
+(:func:`ot.backend.get_backend`), so the torch inference path of
+:class:`~dsolo_sk.DirectSegmenter` (``backend="torch"``) runs exactly this
+code on the GPU. The computation is in float64 for both (the logits are
+cast first), so float16 model outputs lose nothing here.
+
 .. rubric:: Examples
 
 The accepted values of the ``method``, ``fill`` and ``over`` options:
@@ -16,6 +23,7 @@ The accepted values of the ``method``, ``fill`` and ``over`` options:
 """
 
 import numpy as np
+from ot.backend import get_backend
 from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
@@ -36,6 +44,15 @@ NMS_FILLS = ("zero", "min")
 NORMALIZE_OVER = ("image", "class")
 #: The values of `temperature_unit` of :class:`LogitNormalizer`.
 TEMPERATURE_UNITS = ("logit", "spread")
+
+
+def _as_float64(x):
+    """`x` as float64 in its own backend: a torch tensor stays a tensor on
+    its device (the math below runs through POT's backend ``nx``, the same
+    code for numpy and torch), anything else becomes a numpy array."""
+    if hasattr(x, "detach") and hasattr(x, "double"):  # a torch tensor
+        return x.double()
+    return np.asarray(x, dtype=np.float64)
 
 
 def logit_spread(logits):
@@ -70,9 +87,10 @@ def logit_spread(logits):
     >>> float(logit_spread(L)), float(logit_spread(100 * L - 3))
     (0.1, 10.0)
     """
-    logits = np.asarray(logits, dtype=np.float64)
-    centred = logits - logits.mean(axis=1, keepdims=True)
-    spread = float(np.sqrt(np.mean(centred ** 2)))
+    logits = _as_float64(logits)
+    nx = get_backend(logits)
+    centred = logits - nx.mean(logits, 1)[:, None]
+    spread = float(nx.sqrt(nx.mean(centred ** 2)))
     return spread if spread > 0 and np.isfinite(spread) else 1.0
 
 
@@ -81,8 +99,8 @@ def suppress_non_maximum(logits, fill="zero"):
 
     Parameters
     ----------
-    logits : ndarray of shape (N, P)
-        Class logits per patch.
+    logits : array of shape (N, P)
+        Class logits per patch (numpy or torch).
     fill : {"zero", "min"}, default="zero"
         What the losing classes get. ``"zero"`` gives them ``-inf``, so they
         carry no mass after any normalisation of :func:`normalize_logits`.
@@ -91,7 +109,8 @@ def suppress_non_maximum(logits, fill="zero"):
 
     Returns
     -------
-    suppressed : ndarray of shape (N, P)
+    suppressed : array of shape (N, P)
+        Same kind (numpy or torch) and device as `logits`.
 
     Examples
     --------
@@ -102,16 +121,17 @@ def suppress_non_maximum(logits, fill="zero"):
            [-inf,  0.4]])
     """
     check_option(fill, "nms_fill", NMS_FILLS)
-    logits = np.asarray(logits)
-    win = np.argmax(logits, axis=0)
-    keep = np.zeros(logits.shape, dtype=bool)
-    keep[win, np.arange(logits.shape[1])] = True
+    if not hasattr(logits, "detach"):  # numpy, or a list: numpy
+        logits = np.asarray(logits)
+    nx = get_backend(logits)
+    win = nx.argmax(logits, axis=0)
+    # the first maximum wins a tie, as with numpy's argmax
+    keep = nx.arange(logits.shape[0], type_as=win)[:, None] == win[None, :]
     if fill == "zero":
-        other = np.full_like(logits, -np.inf)
+        other = nx.full(logits.shape, -np.inf, type_as=logits)
     else:
-        other = np.broadcast_to(logits.min(axis=1, keepdims=True),
-                                logits.shape)
-    return np.where(keep, logits, other)
+        other = nx.min(logits, axis=1, keepdims=True)
+    return nx.where(keep, logits, other)
 
 
 def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
@@ -144,8 +164,8 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
 
     Parameters
     ----------
-    logits : ndarray of shape (N, P)
-        Logits, possibly ``-inf`` where suppressed.
+    logits : array of shape (N, P)
+        Logits, possibly ``-inf`` where suppressed (numpy or torch).
     method : {"softmax", "l1", "zscore"}, default="l1"
         The weights.
     temperature : float, default=0.01
@@ -155,9 +175,10 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
 
     Returns
     -------
-    q : ndarray of shape (N, P)
-        Rows sum to one, except rows of empty classes, which are zero.
-    mass : ndarray of shape (N,)
+    q : array of shape (N, P)
+        Rows sum to one, except rows of empty classes, which are zero;
+        float64, of the kind (numpy or torch) and device of `logits`.
+    mass : array of shape (N,)
         Class masses; zero for empty classes (all suppressed, or no weight).
 
     Examples
@@ -175,40 +196,48 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
     check_option(method, "normalization", NORMALIZATIONS)
     check_option(over, "normalize_over", NORMALIZE_OVER)
     check_scalar(temperature, "temperature", min_val=0, include_min=False)
-    logits = np.asarray(logits, dtype=np.float64)
-    finite = np.isfinite(logits)
-    if not finite.any():
+    logits = _as_float64(logits)
+    nx = get_backend(logits)
+    finite = nx.isfinite(logits)
+    if not bool(nx.any(finite)):
         raise ValueError("every logit is suppressed or infinite.")
     if method == "l1":
-        w = np.where(finite, logits - logits[finite].min(), 0.0)
+        low = nx.min(nx.where(finite, logits, np.inf))
+        w = nx.where(finite, logits - low, 0.0)
     else:
         if method == "softmax":
-            z = np.where(finite, logits / temperature, -np.inf)
+            z = nx.where(finite, logits / temperature, -np.inf)
         else:
-            n = finite.sum(1, keepdims=True)
-            mean = np.where(finite, logits, 0.0).sum(1, keepdims=True) / \
-                np.maximum(n, 1)
-            var = (np.where(finite, logits - mean, 0.0) ** 2).sum(
-                1, keepdims=True) / np.maximum(n, 1)
-            std = np.sqrt(var)
-            std = np.where(std > 0, std, 1.0)
-            z = np.where(finite, (logits - mean) / std, -np.inf)
+            n = _as_float64(nx.sum(finite, 1, keepdims=True))
+            mean = nx.sum(nx.where(finite, logits, 0.0), 1, keepdims=True) \
+                / nx.maximum(n, 1.0)
+            var = nx.sum(nx.where(finite, logits - mean, 0.0) ** 2, 1,
+                         keepdims=True) / nx.maximum(n, 1.0)
+            std = nx.sqrt(var)
+            std = nx.where(std > 0, std, 1.0)
+            z = nx.where(finite, (logits - mean) / std, -np.inf)
         # the shift cancels in q; it is global when the masses compare
         # classes, per class otherwise (so no class underflows to zero)
-        top = (np.max(z) if over == "image"
-               else np.max(z, axis=1, keepdims=True))
-        top = np.where(np.isfinite(top), top, 0.0)
-        w = np.where(finite, np.exp(z - top), 0.0)
-    if not w.any():
+        top = (nx.max(z) if over == "image"
+               else nx.max(z, axis=1, keepdims=True))
+        top = nx.where(nx.isfinite(top), top, 0.0)
+        w = nx.where(finite, nx.exp(z - top), 0.0)
+    if not bool(nx.any(w != 0)):
         # all finite logits are equal (a blank image, say): no entry is
         # preferred, so every unsuppressed entry gets the same weight
-        w = finite.astype(np.float64)
-    total = w.sum(1)
-    q = w / np.where(total > 0, total, 1.0)[:, None]
+        w = _as_float64(finite)
+    return _distributions(w, over)
+
+
+def _distributions(w, over):
+    """Class distributions and masses of non-negative weights (N, P)."""
+    nx = get_backend(w)
+    total = nx.sum(w, 1)
+    q = w / nx.where(total > 0, total, 1.0)[:, None]
     if over == "image":
-        mass = total / total.sum()
+        mass = total / nx.sum(total)
     else:
-        mass = (total > 0).astype(np.float64)
+        mass = _as_float64(total > 0)
     return q, mass
 
 
@@ -250,16 +279,17 @@ def class_contrast(logits, temperature):
     array([0, 0, 1])
     """
     check_scalar(temperature, "temperature", min_val=0, include_min=False)
-    logits = np.asarray(logits, dtype=np.float64)
-    finite = np.isfinite(logits)
-    n = np.maximum(finite.sum(1, keepdims=True), 1)
-    mean = np.where(finite, logits, 0.0).sum(1, keepdims=True) / n
-    z = np.where(finite, (logits - mean) / temperature, -np.inf)
-    top = np.max(z, axis=0, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    w = np.where(finite, np.exp(z - top), 0.0)
-    total = w.sum(0, keepdims=True)
-    return w / np.where(total > 0, total, 1.0)
+    logits = _as_float64(logits)
+    nx = get_backend(logits)
+    finite = nx.isfinite(logits)
+    n = nx.maximum(_as_float64(nx.sum(finite, 1, keepdims=True)), 1.0)
+    mean = nx.sum(nx.where(finite, logits, 0.0), 1, keepdims=True) / n
+    z = nx.where(finite, (logits - mean) / temperature, -np.inf)
+    top = nx.max(z, axis=0, keepdims=True)
+    top = nx.where(nx.isfinite(top), top, 0.0)
+    w = nx.where(finite, nx.exp(z - top), 0.0)
+    total = nx.sum(w, 0, keepdims=True)
+    return w / nx.where(total > 0, total, 1.0)
 
 
 class LogitNormalizer(BaseEstimator):
@@ -351,18 +381,21 @@ class LogitNormalizer(BaseEstimator):
 
         Parameters
         ----------
-        logits : ndarray of shape (N, P)
-            Class logits per patch.
+        logits : array of shape (N, P)
+            Class logits per patch: numpy, or a torch tensor on any device
+            (the same code runs, through POT's backend).
 
         Returns
         -------
-        q : ndarray of shape (N, P)
-            Rows sum to one, except rows of classes without mass (zero).
-        mass : ndarray of shape (N,)
+        q : array of shape (N, P)
+            Rows sum to one, except rows of classes without mass (zero);
+            float64, of the kind and device of `logits`.
+        mass : array of shape (N,)
             Class masses; zero for classes that keep no weight.
         """
         self._validate_params()
-        logits = np.asarray(logits)
+        if not hasattr(logits, "detach"):  # a torch tensor stays one
+            logits = np.asarray(logits)
         if logits.ndim != 2:
             raise ValueError(
                 f"logits must have shape (n_classes, n_patches), got "
@@ -374,15 +407,10 @@ class LogitNormalizer(BaseEstimator):
         if self.method == "contrast":
             w = class_contrast(logits, temperature)
             if self.nms:
+                nx = get_backend(w)
                 w = suppress_non_maximum(w, self.nms_fill)
-                w = np.where(np.isfinite(w), w, 0.0)
-            total = w.sum(1)
-            q = w / np.where(total > 0, total, 1.0)[:, None]
-            if self.over == "image":
-                mass = total / total.sum()
-            else:
-                mass = (total > 0).astype(np.float64)
-            return q, mass
+                w = nx.where(nx.isfinite(w), w, 0.0)
+            return _distributions(w, self.over)
         if self.nms:
             logits = suppress_non_maximum(logits, self.nms_fill)
         return normalize_logits(logits, self.method, temperature,

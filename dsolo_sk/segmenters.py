@@ -15,6 +15,7 @@ The pipeline of :class:`DirectSegmenter` for one image:
 
 import numpy as np
 import xarray as xr
+from ot.backend import get_backend
 from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
@@ -31,6 +32,8 @@ __all__ = ["DirectSegmenter", "TransportPathSegmenter",
 
 #: The values of `mode` of :class:`DirectSegmenter`.
 MODES = ("raw", "kl", "path", "velocity")
+#: The values of `backend` of :class:`DirectSegmenter`.
+BACKENDS = ("numpy", "torch")
 
 _BUILTIN = {"kl": KLDiscrepancy, "path": TransportPath,
             "velocity": TransportVelocity}
@@ -54,6 +57,24 @@ def _default_parts(kind):
         return (LogitNormalizer(), TransportVelocity(),
                 JointBilateralUpsampler(kernel="tent"))
     return LogitNormalizer(), None, JointBilateralUpsampler(kernel="tent")
+
+
+def _is_tensor(x):
+    return hasattr(x, "detach") and hasattr(x, "device")
+
+
+def _like(x, ref, dtype=None):
+    """`x` as an array of `ref`'s kind: a torch tensor on `ref`'s device
+    when `ref` is one (a tensor already there is not copied), else numpy.
+    `dtype` is a numpy float type name ("float32") or None (keep)."""
+    if _is_tensor(ref):
+        import torch
+
+        tdt = None if dtype is None else getattr(torch, dtype)
+        if _is_tensor(x):
+            return x.to(device=ref.device, dtype=tdt)
+        return torch.as_tensor(np.asarray(x), dtype=tdt, device=ref.device)
+    return np.asarray(x, dtype=dtype)
 
 
 def _check_part(part, name, method, example, passthrough=True):
@@ -141,10 +162,26 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         (table below).
     device : str, optional
         Device of the extractors' models (for example ``"cuda"``), default
-        extractors included; default: the extractors' own.
+        extractors included, and of the steps after them with
+        ``backend="torch"``; default: the extractors' own.
     dtype : str, optional
         Floating type of the extractors' models (``"float16"`` on GPU),
-        default extractors included; default: the extractors' own.
+        default extractors included; default: the extractors' own. The
+        post-processing never runs in it: the logits and the affinity are
+        cast to float32 first, the normalisation runs in float64, and the
+        log-domain Sinkhorn iterations and the IPF scaling in float32, so a
+        float16 model changes the features, not the numerics after them.
+    backend : {"numpy", "torch"}, default="numpy"
+        Where the steps after the models run. ``"numpy"``: on the host.
+        ``"torch"``: as torch tensors on `device`, resolved as the
+        extractors resolve it (None or ``"auto"``: CUDA when a GPU is
+        visible, else the CPU). The same code runs there (the parts are
+        written once, through POT's backend
+        :func:`ot.backend.get_backend`), and only the label maps (or the
+        score maps of :meth:`decision_function`) are copied back. Both
+        give the same labels; the scores agree to float32 rounding. On
+        the CPU numpy is faster (``benchmarks/stages.py``); a user's part
+        must accept torch tensors to be used with ``"torch"``.
     progress : bool or None, default=None
         Progress bar over images; ``None`` shows it on a terminal only.
 
@@ -204,14 +241,19 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     >>> 0 <= seg.score(X, y) <= 1
     True
     >>> sorted(seg.get_params(deep=True))[:4]
-    ['affinity', 'classes', 'device', 'discrepancy']
+    ['affinity', 'backend', 'classes', 'device']
+    >>> torch_seg = DirectSegmenter(backend="torch")  # steps run in torch
+    >>> all((a == b).all() for a, b in zip(torch_seg.predict(X),
+    ...                                    DirectSegmenter().predict(X)))
+    True
     >>> seg.set_params(discrepancy__tau=0.1).discrepancy
     TransportVelocity(tau=0.1)
     """
 
     def __init__(self, mode="velocity", *, classes=None, extractor=None,
                  affinity=None, normalizer=None, discrepancy=None,
-                 upsampler=None, device=None, dtype=None, progress=None):
+                 upsampler=None, device=None, dtype=None, backend="numpy",
+                 progress=None):
         self.mode = mode
         self.classes = classes
         self.extractor = extractor
@@ -221,6 +263,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         self.upsampler = upsampler
         self.device = device
         self.dtype = dtype
+        self.backend = backend
         self.progress = progress
 
     # -- parameters --------------------------------------------------------
@@ -300,6 +343,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
                 raise TypeError(
                     f"{name} must be None or a string, got {value!r}."
                 )
+        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
+            raise ValueError(
+                f"backend must be one of {sorted(BACKENDS)}, got "
+                f"{self.backend!r}."
+            )
         if self.classes is not None:
             check_classes(self.classes)
         if self.progress not in (None, True, False):
@@ -416,45 +464,66 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
 
     # -- the method ------------------------------------------------------------
 
+    def _device_array(self, values):
+        """A feature array in the backend of the post-processing, float32
+        (float16 features are widened: the numerics after the models run
+        in float32 or float64, never in half precision)."""
+        if self.backend == "numpy" and not _is_tensor(values):
+            return np.asarray(values).astype(np.float32)
+        import torch
+
+        from .features._cache import resolve_device
+
+        if self.device is None and _is_tensor(values):
+            device = values.device  # tensors stay where they are
+        else:
+            device = resolve_device(self.device)
+        if _is_tensor(values):
+            return values.detach().to(device=device, dtype=torch.float32)
+        return torch.as_tensor(np.asarray(values), dtype=torch.float32,
+                               device=device)
+
     def _patch_scores(self, ds, parts=None):
-        """Per-class scores on the patch grid, shape (N, rows, cols)."""
+        """Per-class scores on the patch grid, shape (N, rows, cols), in
+        the backend of :meth:`_device_array` (numpy or torch)."""
         norm, disc, _ = self._parts() if parts is None else parts
-        logits = ds["logits"].values.astype(np.float32)
+        logits = self._device_array(ds["logits"].values)
+        nx = get_backend(logits)
         n, rows, cols = logits.shape
         flat = logits.reshape(n, rows * cols)
         if isinstance(norm, str):  # "passthrough"
-            q, mass = flat, np.ones(n, dtype=np.float32)
+            q, mass = flat, nx.ones((n,), type_as=flat)
         else:
             q, mass = norm.normalize(flat)
-            q = np.asarray(q, dtype=np.float32)
-            mass = np.asarray(mass)
+            q = _like(q, flat, "float32")
+            mass = _like(mass, flat)
         if isinstance(disc, str):  # "passthrough"
             if isinstance(norm, str):
                 return logits
-            scores = q * (q.shape[1] * mass)[:, None].astype(np.float32)
-            return scores.astype(np.float32).reshape(n, rows, cols)
+            scores = q * _like((q.shape[1] * mass)[:, None], q, "float32")
+            return _like(scores, q, "float32").reshape(n, rows, cols)
         # a class whose mass underflows the scores' float32 is empty: it
         # could only ever lose, and log(0) would poison its scores
         keep = mass >= np.finfo(np.float32).tiny
-        if not keep.any():
+        if not bool(keep.any()):
             keep = mass == mass.max()
         affinity = None
         if self._needs_affinity:
-            affinity = ds["affinity"].values.astype(np.float32)
-        scores = np.asarray(disc.compute(q[keep], affinity, mass[keep]),
-                            dtype=np.float32)
-        if scores.shape != (int(keep.sum()), rows * cols):
+            affinity = self._device_array(ds["affinity"].values)
+        scores = _like(disc.compute(q[keep], affinity, mass[keep]), q,
+                       "float32")
+        if tuple(scores.shape) != (int(keep.sum()), rows * cols):
             raise ValueError(
                 f"the discrepancy {disc!r} returned scores of shape "
-                f"{scores.shape}; expected ({int(keep.sum())}, "
+                f"{tuple(scores.shape)}; expected ({int(keep.sum())}, "
                 f"{rows * cols}), one row per class with mass."
             )
-        if not np.all(np.isfinite(scores)):
+        if bool(nx.any(~nx.isfinite(scores))):
             raise ValueError(
                 f"the discrepancy {disc!r} returned NaN or infinite scores; "
                 "check its parameters."
             )
-        out = np.empty((n, rows * cols), dtype=np.float32)
+        out = nx.zeros((n, rows * cols), type_as=scores)
         out[keep] = scores
         # a class that keeps no mass is never predicted: its score lies
         # below every other score, constant over the image
@@ -463,7 +532,14 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
 
     def _upsample(self, patch, ds, parts=None):
         _, _, up = self._parts() if parts is None else parts
-        return np.asarray(up.upsample(patch, ds["image"].values))
+        return _like(up.upsample(patch, ds["image"].values), patch)
+
+    def _labels(self, maps):
+        """The argmax over classes, as a numpy int64 label map: the one
+        copy from the device on the torch path."""
+        if _is_tensor(maps):
+            return maps.argmax(0).to("cpu").numpy().astype(np.int64)
+        return np.argmax(maps, axis=0).astype(np.int64)
 
     def _score_maps(self, ds, parts=None):
         parts = self._parts() if parts is None else parts
@@ -496,6 +572,8 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         out = []
         for ds in self._iter(feats, "scores"):
             maps = self._score_maps(ds)
+            if _is_tensor(maps):
+                maps = maps.to("cpu").numpy()
             out.append(xr.DataArray(
                 maps, dims=("class", "y", "x"),
                 coords={"class": ds["class"].values}, name="score",
@@ -519,7 +597,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         """
         self._validate_params()
         feats = self._features(X, classes)
-        return [np.argmax(self._score_maps(ds), axis=0).astype(np.int64)
+        return [self._labels(self._score_maps(ds))
                 for ds in self._iter(feats, "segment")]
 
     def score(self, X, y, sample_weight=None):
@@ -555,7 +633,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         n_classes = len(classes.pop())
         masks = check_masks(y, [(ds.sizes["y"], ds.sizes["x"])
                                 for ds in feats], n_classes)
-        pred = [np.argmax(self._score_maps(ds), axis=0)
+        pred = [self._labels(self._score_maps(ds))
                 for ds in self._iter(feats, "score")]
         return mean_iou(masks, pred, n_classes)
 
@@ -598,7 +676,7 @@ class TransportPathSegmenter(_FixedMethodMixin, DirectSegmenter):
 
     def __init__(self, *, classes=None, extractor=None, affinity=None,
                  normalizer=None, discrepancy=None, upsampler=None,
-                 device=None, dtype=None, progress=None):
+                 device=None, dtype=None, backend="numpy", progress=None):
         self.classes = classes
         self.extractor = extractor
         self.affinity = affinity
@@ -607,6 +685,7 @@ class TransportPathSegmenter(_FixedMethodMixin, DirectSegmenter):
         self.upsampler = upsampler
         self.device = device
         self.dtype = dtype
+        self.backend = backend
         self.progress = progress
 
 
@@ -635,7 +714,7 @@ class TransportVelocitySegmenter(_FixedMethodMixin, DirectSegmenter):
 
     def __init__(self, *, classes=None, extractor=None, affinity=None,
                  normalizer=None, discrepancy=None, upsampler=None,
-                 device=None, dtype=None, progress=None):
+                 device=None, dtype=None, backend="numpy", progress=None):
         self.classes = classes
         self.extractor = extractor
         self.affinity = affinity
@@ -644,4 +723,5 @@ class TransportVelocitySegmenter(_FixedMethodMixin, DirectSegmenter):
         self.upsampler = upsampler
         self.device = device
         self.dtype = dtype
+        self.backend = backend
         self.progress = progress

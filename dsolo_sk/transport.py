@@ -236,6 +236,16 @@ class ShiftedKernel:
         self.kexp = nx.exp(log_k - self.big[None, :])
 
 
+def _sqrt_tiny(x):
+    """The square root of the smallest normal number of `x`'s float type,
+    read from the dtype alone (a torch tensor is not copied to the host)."""
+    if isinstance(x.dtype, np.dtype):
+        return float(np.sqrt(np.finfo(x.dtype).tiny))
+    import torch  # only ever reached with a torch tensor
+
+    return float(np.sqrt(torch.finfo(x.dtype).tiny))
+
+
 def lse_matmul(log_w, log_k, *, chunk=2 ** 22):
     """``out[n, j] = log sum_i exp(log_w[n, i] + log_k[i, j])`` by products.
 
@@ -277,7 +287,7 @@ def lse_matmul(log_w, log_k, *, chunk=2 ** 22):
     nx = _backend(log_w, log_k)
     m = nx.max(log_w, 1)
     prod = nx.dot(nx.exp(log_w - m[:, None]), kernel.kexp)
-    tiny = float(np.sqrt(np.finfo(nx.to_numpy(prod[:1, :1]).dtype).tiny))
+    tiny = _sqrt_tiny(prod)
     bad = prod < tiny
     out = (nx.log(nx.maximum(prod, tiny + 0 * prod)) + m[:, None]
            + kernel.big[None, :])

@@ -103,6 +103,28 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     >>> U.shape, bool(np.allclose(U.sum(1), 1))
     ((16, 4), True)
     """
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    weights, index = _jbu_weights(grid_shape, guide, sigma_spatial,
+                                  sigma_range, radius, kernel, tdt)
+    H, W = np.asarray(guide).shape[:2]
+    h, w = (int(v) for v in grid_shape)
+    k = weights.shape[1]
+    big = index.dtype == torch.int64
+    return sp.csr_array((weights.numpy().ravel(), index.numpy().ravel(),
+                         np.arange(0, H * W * k + 1, k,
+                                   dtype=np.int64 if big else np.int32)),
+                        shape=(H * W, h * w))
+
+
+def _jbu_weights(grid_shape, guide, sigma_spatial, sigma_range, radius,
+                 kernel, tdt, device=None):
+    """The rows of :func:`jbu_operator` as dense torch tensors.
+
+    Returns ``(weights, index)``, both of shape (H * W, k): output pixel
+    ``p`` is ``sum_t weights[p, t] * scores[index[p, t]]``. Computed in
+    torch on `device` (the guide's values are copied there), so the torch
+    path of :func:`joint_bilateral_upsample` never leaves the device.
+    """
     check_scalar(sigma_spatial, "sigma_spatial", min_val=0, include_min=False)
     check_scalar(sigma_range, "sigma_range", min_val=0, include_min=False)
     check_option(kernel, "kernel", JBU_KERNELS)
@@ -110,15 +132,15 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
         reach = sigma_spatial if kernel == "tent" else 2 * sigma_spatial
         radius = max(1, math.ceil(reach))
     h, w = (int(v) for v in grid_shape)
-    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    dtype = np.float64 if tdt == torch.float64 else np.float32
     # torch for the weights: its element-wise kernels use every core
-    img = torch.tensor(np.asarray(guide), dtype=tdt) / 255.0  # (H, W, 3)
+    img = torch.tensor(np.asarray(guide), dtype=tdt, device=device) / 255.0
     H, W = img.shape[:2]
     # the guide averaged over each grid cell (adaptive average pooling)
     low = F.adaptive_avg_pool2d(img.permute(2, 0, 1)[None], (h, w))[0]
     low = low.permute(1, 2, 0)  # (h, w, 3)
-    cy = torch.from_numpy(_centres(H, h, dtype))
-    cx = torch.from_numpy(_centres(W, w, dtype))
+    cy = torch.from_numpy(_centres(H, h, dtype)).to(img.device)
+    cx = torch.from_numpy(_centres(W, w, dtype)).to(img.device)
     by, bx = torch.floor(cy).long(), torch.floor(cx).long()
     inv_r = -0.5 / sigma_range ** 2
     log_w, index = [], []
@@ -142,11 +164,7 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     # to underflow, however far its colour lies from its neighbours'
     weights = torch.exp(log_w - log_w.max(1, keepdim=True).values)
     weights /= weights.sum(1, keepdim=True)
-    k = weights.shape[1]
-    return sp.csr_array((weights.numpy().ravel(), index.numpy().ravel(),
-                         np.arange(0, H * W * k + 1, k,
-                                   dtype=np.int64 if big else np.int32)),
-                        shape=(H * W, h * w))
+    return weights, index
 
 
 def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
@@ -208,19 +226,47 @@ def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
     >>> out.shape, bool(out[0, :, :4].max() < 0.01), bool(out[0, :, 4:].min() > 0.99)
     ((1, 8, 8), True, True)
     """
-    is_torch = isinstance(scores, torch.Tensor)
-    arr = scores.detach().cpu().numpy() if is_torch else np.asarray(scores)
+    guide = np.asarray(guide)
+    if isinstance(scores, torch.Tensor):
+        return _jbu_torch(scores, guide, sigma_spatial, sigma_range, radius,
+                          kernel)
+    arr = np.asarray(scores)
     dtype = np.float64 if arr.dtype == np.float64 else np.float32
     arr = arr.astype(dtype, copy=False)
     n, h, w = arr.shape
-    guide = np.asarray(guide)
     U = jbu_operator((h, w), guide, sigma_spatial, sigma_range, radius,
                      kernel, dtype)
     # (H W, N) is computed contiguously and returned as an (N, H, W) view,
     # so the largest array of the pipeline is never copied
     out = np.asarray(U @ arr.reshape(n, h * w).T).reshape(
         *guide.shape[:2], n).transpose(2, 0, 1)
-    return torch.from_numpy(out).to(scores.device) if is_torch else out
+    return out
+
+
+def _jbu_torch(scores, guide, sigma_spatial, sigma_range, radius, kernel):
+    """:func:`joint_bilateral_upsample` of a torch tensor, on its device.
+
+    The same weights as :func:`jbu_operator` (computed by the same code on
+    the tensor's device), applied tap by tap: memory O(N H W), no sparse
+    matrix, no copy to the host. The sums run in another order than the
+    sparse product's, so scores agree with the numpy path to rounding.
+    """
+    tdt = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    scores = scores.detach().to(tdt)
+    n, h, w = scores.shape
+    weights, index = _jbu_weights((h, w), guide, sigma_spatial, sigma_range,
+                                  radius, kernel, tdt, device=scores.device)
+    # (h w, N) rows are gathered whole, and the (H W, N) result is
+    # returned as an (N, H, W) view, as on the numpy path
+    flat = scores.reshape(n, h * w).T.contiguous()
+    index = index.T.long().contiguous()  # (k, H W): one tap per row
+    weights = weights.T.contiguous()[:, :, None]
+    # products rounded before the sums (no fused multiply-add), in the
+    # order of the sparse product's: the numpy path's numbers exactly
+    out = flat.index_select(0, index[0]).mul_(weights[0])
+    for t in range(1, index.shape[0]):
+        out.add_(flat.index_select(0, index[t]).mul_(weights[t]))
+    return out.reshape(*guide.shape[:2], n).permute(2, 0, 1)
 
 
 def upsample_scores(scores, guide, method="jbu", sigma_spatial=1.0,

@@ -1,0 +1,271 @@
+"""The torch inference path: the same labels as numpy, no step leaves torch.
+
+``DirectSegmenter(backend="torch")`` runs the normalisation, the
+discrepancy and the upsampling as torch tensors on the device (here the
+CPU) through the same backend-agnostic code as the numpy path.
+"""
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from dsolo_sk import (DirectSegmenter, InterpolationUpsampler,
+                      JointBilateralUpsampler, KLDiscrepancy, LogitNormalizer,
+                      TransportPath, TransportVelocity)
+from dsolo_sk.datasets import SCENE_FAMILIES, make_scene_family, make_scenes
+from dsolo_sk.normalization import (class_contrast, logit_spread,
+                                    normalize_logits, suppress_non_maximum)
+from dsolo_sk.upsample import joint_bilateral_upsample
+
+MODES = ("raw", "kl", "path", "velocity")
+
+
+@pytest.fixture(scope="module")
+def benchmark_scenes():
+    """The synthetic benchmark: generated scenes and one scene of every
+    family (street, many-class, sink-token attention, ...)."""
+    X, _ = make_scenes(n_scenes=2, n_classes=6, image_size=96,
+                       random_state=0)
+    for family in SCENE_FAMILIES:
+        Xf, _ = make_scene_family(family, n_scenes=1, image_size=128,
+                                  random_state=1)
+        X = X + Xf
+    return X
+
+
+@contextlib.contextmanager
+def no_host_copy(monkeypatch):
+    """Every way a tensor becomes a numpy array raises inside the block."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a torch tensor was converted to numpy")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "numpy", refuse)
+        m.setattr(torch.Tensor, "__array__", refuse)
+        m.setattr(torch.Tensor, "tolist", refuse)
+        yield
+
+
+# -- (a) the same labels ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_and_numpy_paths_give_identical_labels(benchmark_scenes, mode):
+    X = benchmark_scenes
+    ref = DirectSegmenter(mode=mode).predict(X)
+    got = DirectSegmenter(mode=mode, backend="torch").predict(X)
+    for a, b in zip(ref, got):
+        assert type(b) is np.ndarray and b.dtype == np.int64
+        np.testing.assert_array_equal(a, b)
+    s_ref = DirectSegmenter(mode=mode).decision_function(X[:3])
+    s_got = DirectSegmenter(mode=mode, backend="torch").decision_function(
+        X[:3])
+    for a, b in zip(s_ref, s_got):
+        assert type(b.values) is np.ndarray
+        scale = float(np.abs(a.values).max())
+        np.testing.assert_allclose(b.values, a.values, rtol=0,
+                                   atol=1e-5 * scale)
+
+
+def test_torch_path_score_equals_numpy_path():
+    X, y = make_scenes(n_scenes=2, n_classes=5, image_size=64,
+                       random_state=3)
+    assert (DirectSegmenter(backend="torch").score(X, y)
+            == DirectSegmenter().score(X, y))
+
+
+@pytest.mark.parametrize("normalizer", [
+    LogitNormalizer(),
+    LogitNormalizer(nms=False, method="softmax", over="class"),
+    LogitNormalizer(method="zscore", nms_fill="min"),
+    LogitNormalizer(method="contrast", temperature_unit="spread"),
+])
+def test_normalizer_runs_on_tensors_with_the_same_numbers(normalizer):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 40)).astype(np.float32)
+    q, mass = normalizer.normalize(logits)
+    tq, tmass = normalizer.normalize(torch.from_numpy(logits))
+    assert isinstance(tq, torch.Tensor) and isinstance(tmass, torch.Tensor)
+    assert tq.dtype == torch.float64
+    np.testing.assert_allclose(tq.numpy(), q, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(tmass.numpy(), mass, rtol=1e-12, atol=1e-15)
+
+
+def test_normalization_functions_keep_tensors():
+    L = torch.tensor([[0.3, 0.1, 0.2], [0.2, 0.4, 0.2]])
+    sup = suppress_non_maximum(L)
+    assert isinstance(sup, torch.Tensor)
+    # a tie goes to the first class, as with numpy's argmax
+    np.testing.assert_array_equal(sup.numpy(),
+                                  suppress_non_maximum(L.numpy()))
+    assert isinstance(class_contrast(L, 0.1), torch.Tensor)
+    assert isinstance(normalize_logits(sup)[0], torch.Tensor)
+    assert logit_spread(L) == pytest.approx(logit_spread(L.numpy()))
+
+
+# -- (b) no step converts to numpy --------------------------------------------
+
+
+class Recorder:
+    """Delegates to a real part and records the types it sees and returns."""
+
+    def __init__(self, part, method, log):
+        self.part, self.method, self.log = part, method, log
+        self.requires_affinity = getattr(part, "requires_affinity", True)
+
+    def __getattr__(self, name):
+        if name != self.method:
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            out = getattr(self.part, name)(*args, **kwargs)
+            arrays = [a for a in args if hasattr(a, "shape")]
+            outs = out if isinstance(out, tuple) else (out,)
+            self.log.append((name, [type(a) for a in arrays],
+                             [type(o) for o in outs],
+                             [getattr(o, "dtype", None) for o in outs]))
+            return out
+        return call
+
+
+@pytest.mark.parametrize("disc", [TransportVelocity(), TransportPath(),
+                                  KLDiscrepancy()], ids=repr)
+@pytest.mark.parametrize("up", [JointBilateralUpsampler(),
+                                InterpolationUpsampler()], ids=repr)
+def test_no_step_of_the_torch_path_converts_to_numpy(monkeypatch, disc, up):
+    X, _ = make_scenes(n_scenes=1, n_classes=5, image_size=64,
+                       random_state=2)
+    log = []
+    seg = DirectSegmenter(
+        normalizer=Recorder(LogitNormalizer(), "normalize", log),
+        discrepancy=Recorder(disc, "compute", log),
+        upsampler=Recorder(up, "upsample", log), backend="torch")
+    ds = X[0]
+    with no_host_copy(monkeypatch):
+        maps = seg._score_maps(ds)
+    assert isinstance(maps, torch.Tensor) and maps.dtype == torch.float32
+    assert [entry[0] for entry in log] == ["normalize", "compute",
+                                           "upsample"]
+    for name, inputs, outputs, _ in log:
+        # the image guiding the upsampling is the only numpy input
+        tensors = inputs[:1] if name == "upsample" else inputs
+        assert all(t is torch.Tensor for t in tensors), (name, inputs)
+        assert all(t is torch.Tensor for t in outputs), (name, outputs)
+    # the discrepancy computes in float32 (Sinkhorn, IPF)
+    assert log[1][3] == [torch.float32]
+    # and the labels come back as numpy at the very end only
+    labels = seg.predict([ds])[0]
+    assert type(labels) is np.ndarray
+
+
+def test_jbu_runs_on_the_meta_device():
+    """The upsampling never reads a value: it runs on tensors without
+    storage, so it cannot copy anything to the host."""
+    guide = np.zeros((16, 24, 3), np.uint8)
+    scores = torch.empty((3, 4, 6), device="meta")
+    for kernel in ("tent", "gaussian"):
+        out = joint_bilateral_upsample(scores, guide, kernel=kernel)
+        assert out.device.type == "meta" and out.shape == (3, 16, 24)
+
+
+def test_jbu_torch_matches_the_sparse_operator(monkeypatch):
+    rng = np.random.default_rng(0)
+    guide = rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+    scores = rng.normal(size=(4, 5, 7)).astype(np.float32)
+    for kernel in ("tent", "gaussian"):
+        ref = joint_bilateral_upsample(scores, guide, kernel=kernel)
+        with no_host_copy(monkeypatch):
+            got = joint_bilateral_upsample(torch.from_numpy(scores), guide,
+                                           kernel=kernel)
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+# -- half-precision features, float32 numerics ---------------------------
+
+
+@pytest.mark.parametrize("mode", ("path", "velocity"))
+def test_float16_features_are_widened_before_the_numerics(mode):
+    """Features of a float16 model: both paths widen them to float32 before
+    the normalisation, Sinkhorn and IPF, and agree on the labels."""
+    X, _ = make_scenes(n_scenes=2, n_classes=5, image_size=64,
+                       random_state=4)
+    half = [ds.assign(logits=ds["logits"].astype(np.float16),
+                      affinity=ds["affinity"].astype(np.float16))
+            for ds in X]
+    ref = DirectSegmenter(mode=mode).predict(half)
+    got = DirectSegmenter(mode=mode, backend="torch").predict(half)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("disc", [TransportPath(), TransportVelocity()],
+                         ids=repr)
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_half_precision_q_is_computed_in_float32(disc, as_torch):
+    rng = np.random.default_rng(6)
+    # rows of k / 1024: distributions that float16 holds exactly
+    counts = rng.multinomial(1024, rng.dirichlet(np.full(64, 0.3), 3)[0],
+                             size=3)
+    q = (counts / 1024).astype(np.float32)
+    q16 = q.astype(np.float16)
+    assert np.array_equal(q16.astype(np.float32), q)
+    aff = (rng.random((64, 64)) ** 4).astype(np.float32)
+    m = np.array([0.5, 0.3, 0.2], np.float32)
+    ref = disc.compute(q, aff, m)
+    if as_torch:
+        got = disc.compute(torch.from_numpy(q16), torch.from_numpy(aff),
+                           torch.from_numpy(m))
+        assert got.dtype == torch.float32
+        got = got.numpy()
+    else:
+        got = disc.compute(q16, aff, m)
+        assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_features_given_as_tensors_stay_on_their_device():
+    X, _ = make_scenes(n_scenes=1, n_classes=6, image_size=48,
+                       random_state=5)
+    seg = DirectSegmenter(backend="torch")
+    arr = seg._device_array(torch.ones(2, 3, dtype=torch.float16))
+    assert isinstance(arr, torch.Tensor) and arr.dtype == torch.float32
+    assert arr.device.type == "cpu"
+    assert seg._device_array(X[0]["logits"].values).device.type == "cpu"
+
+
+def test_backend_is_validated():
+    X, _ = make_scenes(n_scenes=1, n_classes=6, image_size=32,
+                       random_state=0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DirectSegmenter(backend="jax").predict(X)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DirectSegmenter(backend=None).fit()
+
+
+# -- the benchmark -----------------------------------------------------------
+
+
+def test_stages_benchmark_prints_the_post_processing_table(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "stages.py"
+    spec = importlib.util.spec_from_file_location("_stages", path)
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    X, _ = make_scenes(n_scenes=1, n_classes=6, image_size=64,
+                       random_state=0)
+    res = stages.print_post_table(X[0], "cpu", repeats=1, models=0.5)
+    out = capsys.readouterr().out
+    for mode in ("velocity", "path"):
+        for backend in ("numpy", "torch"):
+            assert f"{mode}/{backend}" in out
+            t = res[mode, backend]
+            assert set(t) == {"normalize", "discrepancy", "upsample",
+                              "argmax_to_host", "total"}
+            assert all(v >= 0 for v in t.values())
+        assert f"{mode}: torch path" in out
+    assert "post share" in out
