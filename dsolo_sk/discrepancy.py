@@ -332,7 +332,7 @@ class TransportPath(BaseEstimator):
     (the output of a float16 model) is widened first, because the
     log-domain Sinkhorn iterations and the proportional fitting lose the
     plan's structure in float16 (10 bits of mantissa, and
-    :math:`e^{-C/\varepsilon}` underflows below 6e-8).
+    :math:`e^{-C/\\varepsilon}` underflows below 6e-8).
 
     Examples
     --------
