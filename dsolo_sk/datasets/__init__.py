@@ -43,11 +43,24 @@ from ._classnames import (CLASS_FILES, display_name, load_class_names,
                           split_synonyms)
 from ._fake import write_fake_dataset
 
-from ._synthetic import make_scenes
-
 __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
            "Context59", "Context60", "Cityscapes", "Sample",
            "SegmentationDataset", "load_dataset", "read_image",
            "read_label_map", "CLASS_FILES", "display_name",
            "load_class_names", "split_synonyms", "write_fake_dataset",
            "make_scenes"]
+
+
+def __getattr__(name):
+    # make_scenes builds torch affinities: imported on first use (PEP 562),
+    # so that reading dataset names (the command line) does not load torch
+    if name == "make_scenes":
+        from ._synthetic import make_scenes
+
+        globals()[name] = make_scenes
+        return make_scenes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"make_scenes"})

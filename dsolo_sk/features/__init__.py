@@ -9,17 +9,18 @@
    DiffusionAttention
    FeatureExtractor
 
-The model-backed extractors import open_clip and diffusers on first use,
-so that ``import dsolo_sk`` stays light for work on precomputed features.
+The extractors (and torch, open_clip and diffusers behind them) are
+imported on first use, so that ``import dsolo_sk`` stays light for work on
+precomputed features.
 """
 
 import importlib
 
 from ._contract import check_features, from_arrays
-from .affinity import ColorPositionAffinity
 
 # name -> submodule; imported on first access (PEP 562)
 _LAZY = {
+    "ColorPositionAffinity": ".affinity",
     "CLIPFeatures": ".clip",
     "WeightsUnavailableError": "._cache",
     "clear_model_cache": "._cache",
