@@ -5,6 +5,7 @@
    from_arrays
    check_features
    ColorPositionAffinity
+   ColorPrototypeLogits
    CLIPFeatures
    DiffusionAttention
    FeatureExtractor
@@ -21,6 +22,7 @@ from ._contract import check_features, from_arrays
 # name -> submodule; imported on first access (PEP 562)
 _LAZY = {
     "ColorPositionAffinity": ".affinity",
+    "ColorPrototypeLogits": ".prototypes",
     "CLIPFeatures": ".clip",
     "WeightsUnavailableError": "._cache",
     "clear_model_cache": "._cache",
@@ -29,6 +31,7 @@ _LAZY = {
 }
 
 __all__ = ["from_arrays", "check_features", "ColorPositionAffinity",
+           "ColorPrototypeLogits",
            "CLIPFeatures", "WeightsUnavailableError", "clear_model_cache",
            "DiffusionAttention", "FeatureExtractor"]
 
