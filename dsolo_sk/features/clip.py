@@ -271,7 +271,8 @@ class CLIPFeatures(BaseEstimator):
         ...), downloaded once into the Hugging Face cache (``HF_HOME``;
         ``HF_HUB_OFFLINE=1`` is respected; cached weights are read without
         asking the Hub, and weights neither cached nor downloadable raise
-        WeightsUnavailableError within seconds), or the path to a local checkpoint
+        WeightsUnavailableError within seconds), or the path to a local
+        checkpoint
         (a state dict saved with safetensors, or with :func:`torch.save`,
         read with ``weights_only=True``). OpenAI weights use QuickGELU; with
         the ``"openai"`` tag this is switched on automatically, for a local
