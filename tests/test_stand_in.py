@@ -40,6 +40,7 @@ def test_synonyms_and_missing_prototypes():
 
 
 @pytest.mark.parametrize("params, exc, match", [
+    ({"prototypes": None}, TypeError, "prototypes is required"),
     ({"prototypes": {}}, TypeError, "prototypes"),
     ({"prototypes": {"a": (0, 0)}}, ValueError, r"prototypes\['a'\]"),
     ({"prototypes": {"a": (0, 0, 300)}}, ValueError, "0-255"),

@@ -44,7 +44,7 @@ class ColorPrototypeLogits(BaseEstimator):
     Parameters
     ----------
     prototypes : dict of str to (int, int, int)
-        The colour of each class name, RGB in 0-255. A class name holding
+        Required: the colour of each class name, RGB in 0-255. A class name holding
         synonyms (``"cup, mug"``) without a prototype of its own uses that
         of its first synonym that has one.
     patch_size : int, default=16
@@ -98,7 +98,7 @@ class ColorPrototypeLogits(BaseEstimator):
     (400, 600)
     """
 
-    def __init__(self, prototypes, *, patch_size=16, scale=0.001,
+    def __init__(self, prototypes=None, *, patch_size=16, scale=0.001,
                  offset=0.25, noise=0.01, random_state=0):
         self.prototypes = prototypes
         self.patch_size = patch_size
@@ -117,9 +117,9 @@ class ColorPrototypeLogits(BaseEstimator):
         check_random_state(self.random_state)
         if not isinstance(self.prototypes, dict) or not self.prototypes:
             raise TypeError(
-                "prototypes must be a non-empty dict from class name to an "
-                f"RGB colour, e.g. {{'sky': (90, 150, 230)}}, got "
-                f"{self.prototypes!r}."
+                "prototypes is required: a non-empty dict from class name "
+                "to an RGB colour, e.g. ColorPrototypeLogits({'sky': (90, "
+                f"150, 230), 'grass': (60, 140, 40)}}), got {self.prototypes!r}."
             )
         out = {}
         for name, rgb in self.prototypes.items():
