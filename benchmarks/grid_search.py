@@ -31,15 +31,23 @@ embeddings are loaded:
 
 Run::
 
-    OMP_NUM_THREADS=1 python benchmarks/grid_search.py            # ~2 min
+    python benchmarks/grid_search.py          # about 2 min on 2 CPU cores
+    python benchmarks/grid_search.py --quick  # about 20 s: 2 images, ViT-S-16
     python benchmarks/grid_search.py --images 4 --plain-memory
-    python benchmarks/grid_search.py --model ViT-S-16 --short-side 224
+    python benchmarks/grid_search.py --save   # and write it into results/
 
-It prints wall and CPU times and the ratios, writes them as JSON
-(``--out``), and exits with status 1 when the CPU-time ratio exceeds
-``--max-ratio``. The CPU time of the process is the steadier measure on a
-machine shared with other jobs; run with ``OMP_NUM_THREADS=1`` so that it
-is one thread's time, comparable to the wall time of an idle machine.
+It prints wall and CPU times and the ratios; it writes them as JSON only
+with ``--save`` (into ``benchmarks/results/``, the committed record) or
+``--out FILE``. The CPU time of the process is the steadier measure on a
+machine shared with other jobs; with ``OMP_NUM_THREADS=1`` it is one
+thread's time, comparable to the wall time of an idle machine (without
+it, torch gets as many threads as the machine has idle CPUs).
+
+The run fails (exit status 1) when the grid search computed the features
+of an image more than once: the claim checked is that the models are not
+re-run, which the feature cache's counters show exactly. The time ratio
+is reported, not checked: on a machine shared with other jobs it measures
+the neighbours too.
 """
 
 import argparse
@@ -56,6 +64,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 
 from dsolo_sk import DirectSegmenter, TransportPath, TransportVelocity
+from dsolo_sk._threads import configure_torch_threads
 from dsolo_sk.datasets import make_scenes
 from dsolo_sk.features import (CLIPFeatures, ColorPositionAffinity,
                                FeatureExtractor)
@@ -103,10 +112,21 @@ def main(argv=None):
     parser.add_argument("--plain-memory", action="store_true",
                         help="also time the grid with Pipeline(memory=) "
                         "alone (about 10x slower)")
-    parser.add_argument("--max-ratio", type=float, default=1.5)
-    parser.add_argument("--out", type=Path, default=Path(
-        __file__).parent / "results" / "grid_search.json")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 images of 224 px, ViT-S-16 at 224 px: a "
+                        "check that it runs, not a measurement")
+    parser.add_argument("--save", action="store_true",
+                        help="write the JSON into benchmarks/results/ "
+                        "(grid_search.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the JSON to this file")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.image_size = 2, 224
+        args.model, args.short_side = "ViT-S-16", 224
+    if args.save and args.out is None:
+        args.out = Path(__file__).parent / "results" / "grid_search.json"
+    threads = configure_torch_threads()
 
     X, masks = make_scenes(n_scenes=args.images + 1, n_classes=args.classes,
                            image_size=args.image_size, affinity=False,
@@ -166,7 +186,8 @@ def main(argv=None):
                     "grid": _plain(grid), "cv": "KFold(2)", "candidates":
                     n_candidates, "mode": args.mode, "affinity":
                     "ColorPositionAffinity", "threads":
-                    os.environ.get("OMP_NUM_THREADS", "default")},
+                    os.environ.get("OMP_NUM_THREADS", "default")
+                    if threads is None else threads},
         "seconds": {"model_and_text_load": t_load, "extract": t_extract,
                     "segment": t_segment, "predict": t_predict},
         "cpu_seconds": {"extract": c_extract, "segment": c_segment,
@@ -194,12 +215,16 @@ def main(argv=None):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
         print(f"written to {args.out}")
-    # CPU time: on a shared machine the wall time also measures the
-    # neighbours (run with OMP_NUM_THREADS=1 so that it is one thread's)
-    ratio = rows["FeatureCache(memory=folder)"]["cpu_ratio"]
-    if ratio > args.max_ratio:
-        print(f"FAIL: CPU-time ratio {ratio:.2f} > {args.max_ratio}")
+    # the check: each image's features computed once in the whole search
+    # (counted, not timed: timings on a shared machine measure the
+    # neighbours too)
+    misses = rows["FeatureCache(memory=folder)"]["feature_misses"]
+    if misses != len(images):
+        print(f"FAIL: the grid search computed features {misses} times for "
+              f"{len(images)} images")
         return 1
+    print(f"OK: features computed once per image ({misses} for "
+          f"{len(images)} images)")
     return 0
 
 

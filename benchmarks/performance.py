@@ -24,6 +24,19 @@ Run ``python benchmarks/performance.py``. It prints
 
 Timings are medians of repeated runs on this machine; compare the ratios,
 not the seconds, across machines.
+
+Run::
+
+    python benchmarks/performance.py          # about 5 min on 2 CPU cores
+    python benchmarks/performance.py --quick  # about 1 min, a check that it runs
+    python benchmarks/performance.py --save   # and write it into results/
+
+``--quick`` takes 3 repeats instead of 15, the transport problem of a
+224-pixel scene (P = 196) and no memory section.
+
+Nothing is written without ``--save`` (into ``benchmarks/results/``, the
+committed record) or ``--out FILE``. Without ``OMP_NUM_THREADS``, torch
+gets as many threads as the machine has idle CPUs.
 """
 
 import argparse
@@ -40,7 +53,8 @@ import numpy as np
 REPEATS = 15
 
 
-def median_time(fn, repeats=REPEATS):
+def median_time(fn, repeats=None):
+    repeats = REPEATS if repeats is None else repeats
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -90,7 +104,7 @@ def postprocessing_seconds():
     return out
 
 
-def _path_problem():
+def _path_problem(image_size=448):
     """The transport problem of path mode on one synthetic scene.
 
     The class distributions, masses and cost exactly as
@@ -101,7 +115,7 @@ def _path_problem():
     from dsolo_sk.datasets import make_scenes
     from dsolo_sk.normalization import normalize_logits, suppress_non_maximum
 
-    X, _ = make_scenes(n_scenes=1, n_classes=21, image_size=448,
+    X, _ = make_scenes(n_scenes=1, n_classes=21, image_size=image_size,
                        random_state=1)
     ds = X[0]
     n = ds.sizes["class"]
@@ -124,7 +138,7 @@ def _plan_gap(ours, ref):
     return l1, mx
 
 
-def sinkhorn_comparison(n_iter=50, reg=0.1):
+def sinkhorn_comparison(n_iter=50, reg=0.1, image_size=448):
     """Batched path mode against a per-class loop of ``ot.sinkhorn``."""
     import ot
     import torch
@@ -133,7 +147,7 @@ def sinkhorn_comparison(n_iter=50, reg=0.1):
     from dsolo_sk.discrepancy import cost_from_affinity
     from dsolo_sk.transport import sinkhorn_log_batched
 
-    q64, mass64, aff64 = _path_problem()
+    q64, mass64, aff64 = _path_problem(image_size)
     n, p = q64.shape
     cost64 = cost_from_affinity(aff64, "linear")
     out = {"classes": int(n), "patches": int(p), "iterations": n_iter,
@@ -159,12 +173,13 @@ def sinkhorn_comparison(n_iter=50, reg=0.1):
                                     numItermax=n_iter, stopThr=0, warn=False)
                         for c in range(n)]
 
-        row = {"backend": name, "batched_s": median_time(batched, 5)}
+        row = {"backend": name,
+               "batched_s": median_time(batched, min(5, REPEATS))}
         log_u, log_v = sinkhorn_log_batched(q, b, cost, reg, n_iter)
         ours = _plans(*(np.asarray(x, dtype=np.float64)
                         for x in (log_u, log_v, cost)), reg)
         for method in ("sinkhorn_log", "sinkhorn"):
-            repeats = 1 if method == "sinkhorn_log" else 5
+            repeats = 1 if method == "sinkhorn_log" else min(5, REPEATS)
             row[f"loop_{method}_s"] = median_time(lambda: loop(method),
                                                   repeats)
             ref = [np.asarray(x, dtype=np.float64) for x in loop(method)]
@@ -176,8 +191,8 @@ def sinkhorn_comparison(n_iter=50, reg=0.1):
     for dt in (np.float64, np.float32):
         k = np.exp(-cost64 / reg).astype(dt)
         w = q64.astype(dt)
-        t_mv = median_time(lambda: [k.T @ w[c] for c in range(n)], 15)
-        t_mm = median_time(lambda: w @ k, 15)
+        t_mv = median_time(lambda: [k.T @ w[c] for c in range(n)])
+        t_mm = median_time(lambda: w @ k)
         out[f"gemv_over_gemm_{np.dtype(dt).name}"] = t_mv / t_mm
 
     # where POT's plain solver stands in for the log-domain one: classes
@@ -273,8 +288,24 @@ def peak_memory(mode):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 repeats instead of 15, the transport "
+                        "comparison on 196 patches, no memory section: a "
+                        "check that it runs")
+    parser.add_argument("--save", action="store_true",
+                        help="write the JSON into benchmarks/results/ "
+                        "(performance.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the JSON to this file")
     args = parser.parse_args(argv)
+    if args.save and args.out is None:
+        args.out = Path(__file__).parent / "results" / "performance.json"
+    global REPEATS
+    if args.quick:
+        REPEATS = 3
+    from dsolo_sk._threads import configure_torch_threads
+
+    configure_torch_threads()
     res = {}
 
     t_clip = clip_forward_seconds()
@@ -288,7 +319,8 @@ def main(argv=None):
         print(f"   {name:<22s} {t:.4f} s = {100 * t / t_clip:5.1f} % of the "
               "forward")
 
-    sk = sinkhorn_comparison()
+    # --quick: the transport problem of a 224-pixel scene (P = 196)
+    sk = sinkhorn_comparison(image_size=224 if args.quick else 448)
     res["sinkhorn"] = sk
     print(f"\n2. Path mode (P = {sk['patches']}, N = {sk['classes']} classes "
           f"with mass, {sk['iterations']} iterations, epsilon "
@@ -327,14 +359,18 @@ def main(argv=None):
 
     print("\n3. Peak memory, P = 4096 patches, N = 171 classes, "
           "1024 x 1024 pixels (fresh process)")
-    for mode in ("velocity", "path"):
+    for mode in () if args.quick else ("velocity", "path"):
         m = peak_memory(mode)
         res[f"memory_{mode}"] = m
         print(f"   {mode:<9s} peak {m['peak_mb']:7.0f} MB (after imports "
               f"{m['after_imports_mb']:.0f} MB, with inputs "
               f"{m['with_inputs_mb']:.0f} MB); {m['seconds']:.1f} s")
+    if args.quick:
+        print("   skipped (--quick)")
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(res, indent=1))
+        print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -22,13 +22,19 @@ Run::
     python benchmarks/stages.py            # about 4 minutes on 2 idle CPU cores
     python benchmarks/stages.py --repeats 5 --device cuda
     python benchmarks/stages.py --quick    # post-processing only, no models
+    python benchmarks/stages.py --save     # and write it into results/
+
+Nothing is written without ``--save`` (into ``benchmarks/results/``, the
+committed record) or ``--out FILE``. Without ``OMP_NUM_THREADS``, torch
+gets as many threads as the machine has idle CPUs.
 """
 
 import argparse
+import json
 import logging
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 
 #: stabilityai/stable-diffusion-2-base, unet/config.json
@@ -84,7 +90,7 @@ def timeit_pair(fn_a, fn_b, device, repeats):
     return min(a), min(b)
 
 
-def build_clip(device, dtype):
+def build_clip(device, dtype, short_side=448):
     import open_clip
 
     from dsolo_sk.features.clip import CLIPFeatures, _CLIPBundle
@@ -93,14 +99,14 @@ def build_clip(device, dtype):
     logging.getLogger().setLevel(logging.ERROR)  # "randomly initialised"
     model = open_clip.create_model("ViT-B-16", precision=precision, device=device)
     model.eval().requires_grad_(False)
-    est = CLIPFeatures("ViT-B-16", None, short_side=448, device=device,
-                       dtype=dtype)
+    est = CLIPFeatures("ViT-B-16", None, short_side=short_side,
+                       device=device, dtype=dtype)
     key = ("benchmark", "ViT-B-16", device, dtype)
     return est, _CLIPBundle(key, model, open_clip.get_tokenizer("ViT-B-16"),
                             "ViT-B-16")
 
 
-def build_sd(device, dtype):
+def build_sd(device, dtype, resolution=512):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
 
@@ -114,7 +120,7 @@ def build_sd(device, dtype):
     unet.requires_grad_(False)
     vae.requires_grad_(False)
     empty = torch.zeros(1, 77, 1024, device=device, dtype=tdtype)
-    est = DiffusionAttention(resolution=512, device=device, dtype=dtype)
+    est = DiffusionAttention(resolution=resolution, device=device, dtype=dtype)
     return est, _SDBundle(unet, vae, empty, "zeros")
 
 
@@ -205,17 +211,31 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="post-processing only, on generated features "
                              "of the same shapes (no model is built)")
+    parser.add_argument("--save", action="store_true",
+                        help="write the JSON into benchmarks/results/ "
+                        "(stages.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the JSON to this file")
     args = parser.parse_args(argv)
+    if args.save and args.out is None:
+        args.out = Path(__file__).parent / "results" / "stages.json"
     if args.quick:
         return quick(args)
 
     from skimage import data
 
+    from dsolo_sk._threads import configure_torch_threads
     from dsolo_sk.features._cache import check_device_dtype
 
-    device, dtype = check_device_dtype(args.device, "auto")
+    configure_torch_threads()
+    device, dtype = check_device_dtype(args.device, "auto",
+                                       names=("--device", "--dtype"))
     torch.manual_seed(0)
     image = data.astronaut()  # 512 x 512 RGB
+    clip_side, sd_side = 448, 512
+    if args.quick:
+        image, clip_side, sd_side = image[::2, ::2], 224, 256
+        args.repeats, args.text_classes = 1, 1
     classes = [f"class {i}" for i in range(args.classes)]
     print(f"device={device} dtype={dtype} threads={torch.get_num_threads()} "
           f"image={image.shape[:2]} classes={len(classes)} "
@@ -223,7 +243,7 @@ def main(argv=None):
     t = {}
 
     t0 = time.perf_counter()
-    clip, cb = build_clip(device, dtype)
+    clip, cb = build_clip(device, dtype, clip_side)
     print(f"built ViT-B-16 in {time.perf_counter() - t0:.1f}s")
     t0 = time.perf_counter()
     clip._text_embeddings(cb, tuple(f"text {i}" for i in range(args.text_classes)))
@@ -237,7 +257,7 @@ def main(argv=None):
     logits = clip._compute_logits(cb, image, classes)
 
     t0 = time.perf_counter()
-    sd, sb = build_sd(device, dtype)
+    sd, sb = build_sd(device, dtype, sd_side)
     print(f"built SD2-base UNet + VAE in {time.perf_counter() - t0:.1f}s")
     blocks = sd._block_indices(sb)
     t["vae_encode"] = timeit(lambda: sd._encode(sb, image), device, args.repeats)
@@ -285,6 +305,17 @@ def main(argv=None):
           f"UNet time ({unet_full / t['unet_early_exit']:.2f}x faster), "
           f"{(unet_full - t['unet_early_exit']) / (total - t['unet_early_exit'] + unet_full):.1%} "
           "of the whole image.")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "setting": {"device": device, "dtype": dtype,
+                        "threads": torch.get_num_threads(),
+                        "image": list(image.shape[:2]),
+                        "classes": len(classes), "repeats": args.repeats,
+                        "patch_grid": list(grid)},
+            "seconds": t, "unet_full_s": unet_full,
+            "text_embedding_per_class_s": text, "post_s": post}, indent=1))
+        print(f"written to {args.out}")
     return t, unet_full, post
 
 

@@ -28,11 +28,23 @@
     paper's and each peer's); ``--setting`` and ``--dataset`` select rows,
     ``--sources`` says where each setting comes from.
 
-Run ``dsolo-sk COMMAND --help`` for the options.
+``dsolo-sk demo``
+    The whole method without any weights: a photo segmented in every mode
+    with a model-free colour stand-in for CLIP, overlay PNGs, and the
+    ablation on generated scenes::
+
+        dsolo-sk demo --out demo
+
+Run ``dsolo-sk COMMAND --help`` for the options. Nothing heavy (torch,
+POT, open_clip, diffusers) is imported until a command runs, so ``--help``
+and ``--version`` answer at once. When ``OMP_NUM_THREADS`` is not set, the
+commands give torch as many threads as the machine has idle CPUs.
 """
 
 import argparse
+import contextlib
 import os
+import shutil
 import signal
 import sys
 
@@ -68,7 +80,9 @@ def _model_options(p):
     g.add_argument("--sd-model", default=None,
                    help="Stable Diffusion 2 weights (hub id or folder) for "
                         "--affinity diffusion")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then the CPU), cpu, cuda, "
+                        "cuda:N or mps")
     g.add_argument("--dtype", default="auto",
                    help="auto (float16 on GPU), float32, float16, bfloat16")
 
@@ -79,7 +93,8 @@ def build_parser():
     Returns
     -------
     argparse.ArgumentParser
-        With the sub-commands ``evaluate``, ``segment`` and ``protocols``.
+        With the sub-commands ``evaluate``, ``segment``, ``protocols`` and
+        ``demo``.
 
     Examples
     --------
@@ -90,6 +105,7 @@ def build_parser():
     >>> args.command, args.dataset, args.setting, args.limit
     ('evaluate', 'voc21', 'paper', 10)
     """
+    from . import __version__
     from .datasets import DATASETS
     from .protocols import SETTING_ALIASES, SETTINGS
 
@@ -98,6 +114,8 @@ def build_parser():
         prog="dsolo-sk",
         description="Training-free open-vocabulary semantic segmentation "
                     "(Direct Segmentation without Logits Optimization).")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser(
@@ -143,6 +161,7 @@ def build_parser():
     sg.add_argument("--short-side", type=int, default=336)
     sg.add_argument("--netcdf", action="store_true",
                     help="also write the score maps as NetCDF")
+    sg.add_argument("--no-progress", action="store_true")
     _model_options(sg)
 
     pr = sub.add_parser("protocols", help="print the benchmark protocols",
@@ -154,6 +173,18 @@ def build_parser():
                     help="only this dataset")
     pr.add_argument("--sources", action="store_true",
                     help="also say where each setting comes from")
+
+    dm = sub.add_parser(
+        "demo", help="the whole method without weights, on a photo",
+        description="Segment scikit-image's coffee photo in every mode with "
+                    "a model-free colour stand-in for CLIP (no weights, no "
+                    "network), write one overlay PNG per mode, and print "
+                    "the ablation (raw logits, kl, path, velocity) on "
+                    "generated scenes with ground truth.")
+    dm.add_argument("--out", default="dsolo-sk-demo",
+                    help="output folder (default: dsolo-sk-demo)")
+    dm.add_argument("--scenes", type=int, default=8,
+                    help="generated scenes of the ablation (default: 8)")
     return parser
 
 
@@ -198,8 +229,11 @@ def _discrepancy(args):
 def build_segmenter(args, *, short_side=336):
     """The segmenter described by the parsed model options."""
     from .features import CLIPFeatures
+    from .features._cache import check_device_dtype
     from .segmenters import DirectSegmenter
 
+    # a wrong --device fails here, naming the option, before any model loads
+    check_device_dtype(args.device, args.dtype, names=("--device", "--dtype"))
     discrepancy = _discrepancy(args)
 
     pretrained = None if args.pretrained.lower() == "none" else \
@@ -271,12 +305,11 @@ def _stems(paths):
 
 
 def _palette(n):
-    from .datasets._fake import _voc_palette
+    from .plot import label_palette
 
-    pal = _voc_palette()
     if n > 256:  # pragma: no cover - palette PNGs hold 256 colours
         raise ValueError("a palette PNG holds at most 256 classes.")
-    return pal
+    return label_palette(n)
 
 
 def save_label_png(path, labels, n_classes):
@@ -288,27 +321,12 @@ def save_label_png(path, labels, n_classes):
     im.save(path)
 
 
-def save_overlay_png(path, image, labels, class_names, *, alpha=0.5):
-    """Write the image with the labels in colour and a legend (Agg)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+def save_overlay_png(path, image, labels, class_names, *, alpha=0.45):
+    """Write the image with the labels in colour and a legend: every
+    class, class 0 included, in a visible colour (:mod:`dsolo_sk.plot`)."""
+    from .plot import save_overlay
 
-    pal = _palette(len(class_names)) / 255.0
-    h, w = labels.shape
-    fig = Figure(figsize=(max(w, 64) / 100 + 1.6, max(h, 64) / 100),
-                 dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, w / (w + 160), 1))
-    ax.imshow(image)
-    ax.imshow(pal[labels], alpha=alpha)
-    ax.set_axis_off()
-    present = np.unique(labels)
-    fig.legend(handles=[Patch(color=pal[k], label=class_names[k])
-                        for k in present],
-               loc="center right", fontsize="small", frameon=False)
-    fig.savefig(path, dpi=100)
+    save_overlay(path, image, labels, class_names, alpha=alpha)
 
 
 def _netcdf_engine():
@@ -333,10 +351,15 @@ def _segment(args):
     names = [split_synonyms(c)[0] for c in classes]
     images = [read_image(p) for p in args.images]  # fail early, name file
     segmenter = build_segmenter(args, short_side=args.short_side)
-    os.makedirs(args.out, exist_ok=True)
-    for path, stem, image in zip(args.images, _stems(args.images), images):
+    from tqdm.auto import tqdm
+
+    todo = tqdm(list(zip(args.images, _stems(args.images), images)),
+                desc="segment", unit="image",
+                disable=True if args.no_progress else None)
+    for path, stem, image in todo:
         scores = segmenter.decision_function([image], classes=classes)[0]
         labels = scores.values.argmax(0)
+        os.makedirs(args.out, exist_ok=True)
         save_label_png(os.path.join(args.out, f"{stem}_labels.png"), labels,
                        len(classes))
         save_overlay_png(os.path.join(args.out, f"{stem}_overlay.png"),
@@ -351,6 +374,16 @@ def _segment(args):
     return 0
 
 
+def _print_table(header, rows, right=()):
+    """Print rows of strings in columns as wide as their longest cell;
+    the columns whose index is in `right` are right-aligned."""
+    widths = [max(len(str(r[k])) for r in [header, *rows])
+              for k in range(len(header))]
+    for r in [header, *rows]:
+        print(" ".join(str(c).rjust(w) if k in right else str(c).ljust(w)
+                       for k, (c, w) in enumerate(zip(r, widths))).rstrip())
+
+
 def _protocols(args):
     from .protocols import PROTOCOLS, SETTING_ALIASES, SETTINGS, SOURCES
 
@@ -358,9 +391,7 @@ def _protocols(args):
         return "-" if value is None else f"{value:g}"
 
     wanted = SETTING_ALIASES.get(args.setting, args.setting)
-    print(f"{'dataset':<12} {'setting':<9} {'short':>5} {'classes':>7} "
-          f"{'inference':<15} {'scale':>5} {'prob_thd':>8} {'area_thd':>8} "
-          f"{'reduce0':>7}")
+    rows = []
     for name in sorted({d for d, _ in PROTOCOLS}):
         if args.dataset not in (None, name):
             continue
@@ -370,10 +401,12 @@ def _protocols(args):
             p = PROTOCOLS[name, setting]
             inf = p.inference if p.inference == "whole" else \
                 f"slide {p.slide_crop}/{p.slide_stride}"
-            print(f"{name:<12} {setting:<9} {p.short_side:>5} "
-                  f"{p.n_classes:>7} {inf:<15} {fmt(p.logit_scale):>5} "
-                  f"{fmt(p.prob_threshold):>8} {fmt(p.area_threshold):>8} "
-                  f"{str(p.reduce_zero_label):>7}")
+            rows.append((name, setting, p.short_side, p.n_classes, inf,
+                         fmt(p.logit_scale), fmt(p.prob_threshold),
+                         fmt(p.area_threshold), p.reduce_zero_label))
+    _print_table(("dataset", "setting", "short", "classes", "inference",
+                  "scale", "prob_thd", "area_thd", "reduce0"), rows,
+                 right=(2, 3, 5, 6, 7, 8))
     if args.sources:
         for setting in SETTINGS:
             if wanted not in (None, setting):
@@ -382,6 +415,35 @@ def _protocols(args):
             print(f"\n{setting}: {method}\n  source: {source}"
                   + (f"\n  note: {note}" if note else ""))
     return 0
+
+
+def _demo(args):
+    from ._demo import run_demo
+
+    if args.scenes < 1:
+        raise ValueError(f"--scenes must be >= 1, got {args.scenes}.")
+    result = run_demo(args.out, n_scenes=args.scenes)
+    print(f"{len(result['overlays'])} overlays in {args.out}")
+    return 0
+
+
+def _has_files(folder):
+    return any(files for _, _, files in os.walk(folder))
+
+
+@contextlib.contextmanager
+def _output_folder(path, results=""):
+    """Remove the output folder `path` after a failure if this command
+    created it and wrote no result under ``path/results`` (a rerun of an
+    evaluation keeps a folder it did not create, and any results)."""
+    existed = path is None or os.path.exists(path)
+    try:
+        yield
+    except BaseException:
+        if not existed and os.path.isdir(path) and not _has_files(
+                os.path.join(path, results)):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def main(argv=None):
@@ -401,12 +463,18 @@ def main(argv=None):
     0
     """
     args = build_parser().parse_args(argv)
-    from .features import WeightsUnavailableError
+    from .features._cache import WeightsUnavailableError
 
     commands = {"evaluate": _evaluate, "segment": _segment,
-                "protocols": _protocols}
+                "protocols": _protocols, "demo": _demo}
     try:
-        return commands[args.command](args)
+        if args.command != "protocols":
+            from ._threads import configure_torch_threads
+
+            configure_torch_threads()
+        with _output_folder(getattr(args, "out", None),
+                            "per_image" if args.command == "evaluate" else ""):
+            return commands[args.command](args)
     except (FileNotFoundError, WeightsUnavailableError, ValueError,
             TypeError) as exc:
         print(f"dsolo-sk: error: {exc}", file=sys.stderr)

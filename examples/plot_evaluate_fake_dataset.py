@@ -26,13 +26,13 @@ import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
-from skimage import color
-from sklearn.base import BaseEstimator
+from matplotlib.colors import ListedColormap
 
 from dsolo_sk import DirectSegmenter
 from dsolo_sk.datasets import load_dataset, write_fake_dataset
 from dsolo_sk.evaluation import evaluate
-from dsolo_sk.features import ColorPositionAffinity
+from dsolo_sk.features import ColorPositionAffinity, ColorPrototypeLogits
+from dsolo_sk.plot import label_palette
 from dsolo_sk.protocols import get_protocol
 
 workdir = tempfile.mkdtemp()
@@ -42,13 +42,25 @@ dataset = load_dataset("voc21", root)
 print(dataset.name, len(dataset), "images;", len(dataset.classes), "classes")
 print("class 15:", dataset.classes[15])
 
+# %%
+# The mask holds class indices, and 255 for the pixels that are not
+# scored: drawn here with one colour per class
+# (:func:`dsolo_sk.plot.label_palette`) and the ignored pixels masked out,
+# in white.
+
 sample = dataset[0]
+n_classes = len(dataset.classes)
+cmap = ListedColormap(label_palette(n_classes) / 255.0)
+cmap.set_bad("white")
+present = [int(c) for c in np.unique(sample.mask) if c != 255]
+print("classes in", sample.id, {c: dataset.classes[c].split(",")[0]
+                                for c in present})
 fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
 axes[0].imshow(sample.image)
 axes[0].set_title(sample.id)
-axes[1].imshow(np.where(sample.mask == 255, -1, sample.mask), cmap="tab20b",
-               interpolation="nearest")
-axes[1].set_title("mask (255 = ignore)")
+axes[1].imshow(np.ma.masked_equal(sample.mask, 255), cmap=cmap, vmin=-0.5,
+               vmax=n_classes - 0.5, interpolation="nearest")
+axes[1].set_title("mask (white: 255, ignored)")
 for ax in axes:
     ax.set_axis_off()
 plt.show()
@@ -57,47 +69,24 @@ plt.show()
 # A stand-in for CLIP
 # -------------------
 # The fake dataset's classes are colours, not objects, so CLIP would be no
-# use on it. The stand-in below scores each patch by its colour distance
-# to a colour per class, measured on the dataset's own annotations: an
-# oracle that exists only to exercise the harness, with enough noise that
-# the segmenter has something to clean up.
+# use on it. The model-free stand-in
+# :class:`~dsolo_sk.features.ColorPrototypeLogits` scores each patch by
+# its colour distance to a colour per class, here measured on the
+# dataset's own annotations: an oracle that exists only to exercise the
+# harness, with enough noise that the segmenter has something to clean up.
 
 pixels = {}
 for k in range(len(dataset)):
     s = dataset[k]
     for c in np.unique(s.mask[s.mask != 255]):
         pixels.setdefault(int(c), []).append(s.image[s.mask == c])
-palette = {dataset.classes[c]: tuple(np.concatenate(p).mean(0).round())
-           for c, p in pixels.items()}
-
-
-class PaletteLogits(BaseEstimator):
-    """Toy logits: closeness of each patch's colour to a colour per class."""
-
-    def __init__(self, palette=None, patch_size=16, noise=0.01,
-                 random_state=0):
-        self.palette = palette
-        self.patch_size = patch_size
-        self.noise = noise
-        self.random_state = random_state
-
-    def compute_logits(self, image, classes):
-        p = self.patch_size
-        rows, cols = max(image.shape[0] // p, 1), max(image.shape[1] // p, 1)
-        lab = color.rgb2lab(image[:rows * p, :cols * p])
-        lab = lab.reshape(rows, p, cols, p, 3).mean(axis=(1, 3))
-        # classes absent from the fake dataset get a colour nobody has
-        ref = np.array([[self.palette.get(c, (255, 0, 255)) for c in classes]],
-                       np.uint8)
-        dist = np.linalg.norm(lab[None] - color.rgb2lab(ref)[0][:, None, None],
-                              axis=-1)
-        rng = np.random.default_rng(self.random_state)
-        return (0.25 - 0.001 * dist + self.noise
-                * rng.normal(size=dist.shape)).astype(np.float32)
-
+# classes absent from the fake images get a colour nobody has
+palette = {name: (255, 0, 255) for name in dataset.classes}
+palette.update({dataset.classes[c]: tuple(np.concatenate(p).mean(0).round())
+                for c, p in pixels.items()})
 
 segmenter = DirectSegmenter(mode="velocity",
-                            extractor=PaletteLogits(palette),
+                            extractor=ColorPrototypeLogits(palette),
                             affinity=ColorPositionAffinity(), progress=False)
 
 # %%

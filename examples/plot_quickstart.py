@@ -13,14 +13,15 @@ With the defaults, the logits come from CLIP ViT-B/16
 (:class:`~dsolo_sk.features.CLIPFeatures`) and the affinity between
 patches from Stable Diffusion 2 self-attention
 (:class:`~dsolo_sk.features.DiffusionAttention`), both downloaded on first
-use. This gallery is built offline, so here two small stand-ins take their
-places, through the segmenter's ``extractor`` and ``affinity`` parameters:
+use. This gallery is built offline, so here two model-free stand-ins take
+their places, through the segmenter's ``extractor`` and ``affinity``
+parameters (``dsolo-sk demo`` runs the same on the command line):
 
-* a toy "CLIP" that knows one colour per class name and scores each
-  16 x 16 patch by its colour distance to it, with CLIP's low margins and
-  some noise;
-* the model-free :class:`~dsolo_sk.features.ColorPositionAffinity`, which
-  relates patches of similar colour, texture and position.
+* :class:`~dsolo_sk.features.ColorPrototypeLogits`, a stand-in for CLIP
+  that knows one colour per class name and scores each 16 x 16 patch by
+  its colour distance to it, with CLIP's low margins and some noise;
+* :class:`~dsolo_sk.features.ColorPositionAffinity`, which relates
+  patches of similar colour, texture and position.
 
 Anything with ``compute_logits(image, classes)`` (respectively
 ``compute_affinity(image, grid_shape)``) can take these places.
@@ -32,40 +33,20 @@ Anything with ``compute_logits(image, classes)`` (respectively
 # The logits extractor returns an array of shape ``(n_classes, rows,
 # cols)``: the cosine similarity of every patch with every class on the
 # patch grid. CLIP's are all close to 0.2 with differences of a few
-# hundredths between classes; the toy below imitates that scale.
+# hundredths between classes; the stand-in imitates that scale, from one
+# colour per class name.
 
 import matplotlib.pyplot as plt
-import numpy as np
-from skimage import color, data
-from sklearn.base import BaseEstimator
+from skimage import data
 
 from dsolo_sk import DirectSegmenter
-from dsolo_sk.features import ColorPositionAffinity
+from dsolo_sk.features import ColorPositionAffinity, ColorPrototypeLogits
+from dsolo_sk.plot import plot_overlay
 
-
-class ColourNames(BaseEstimator):
-    """Toy logits: closeness of each patch's mean colour to a named colour."""
-
-    colours = {"cup": (245, 235, 220), "saucer": (160, 35, 12),
-               "table": (200, 120, 70)}
-
-    def __init__(self, patch_size=16, noise=0.01, random_state=0):
-        self.patch_size = patch_size
-        self.noise = noise
-        self.random_state = random_state
-
-    def compute_logits(self, image, classes):
-        p = self.patch_size
-        rows, cols = image.shape[0] // p, image.shape[1] // p
-        lab = color.rgb2lab(image[:rows * p, :cols * p])
-        lab = lab.reshape(rows, p, cols, p, 3).mean(axis=(1, 3))
-        names = np.array([[self.colours[c] for c in classes]], np.uint8)
-        ref = color.rgb2lab(names)[0]
-        dist = np.linalg.norm(lab[None] - ref[:, None, None], axis=-1)
-        rng = np.random.default_rng(self.random_state)
-        logits = (0.25 - 0.001 * dist
-                  + self.noise * rng.normal(size=dist.shape))
-        return logits.astype(np.float32)
+stand_in = ColorPrototypeLogits({"cup": (245, 235, 220),
+                                 "saucer": (160, 35, 12),
+                                 "table": (200, 120, 70)})
+print(stand_in.compute_logits(data.coffee(), ["cup", "saucer", "table"]).shape)
 
 
 # %%
@@ -81,7 +62,7 @@ classes = ["cup", "saucer", "table"]
 
 labels = {}
 for mode in ("raw", "velocity"):
-    seg = DirectSegmenter(mode=mode, extractor=ColourNames(),
+    seg = DirectSegmenter(mode=mode, extractor=stand_in,
                           affinity=ColorPositionAffinity(), progress=False)
     labels[mode] = seg.predict([image], classes)[0]
 
@@ -92,26 +73,23 @@ print(labels["velocity"].shape, labels["velocity"].dtype)
 # as labelled :class:`xarray.DataArray` objects with dims
 # ``("class", "y", "x")``.
 
-seg = DirectSegmenter(mode="velocity", extractor=ColourNames(),
+seg = DirectSegmenter(mode="velocity", extractor=stand_in,
                       affinity=ColorPositionAffinity(), progress=False)
 scores = seg.decision_function([image], classes)[0]
 print(scores.dims, list(scores["class"].values))
 
 # %%
-# Plot the photo, the raw argmax and the velocity segmentation.
+# Plot the photo, the raw argmax and the velocity segmentation, with
+# :func:`dsolo_sk.plot.plot_overlay`: the labels over the photo (in grey),
+# one colour per class and a legend.
 
-cmap = plt.get_cmap("tab10", len(classes))
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
 axes[0].imshow(image)
 axes[0].set_title("image")
+axes[0].set_axis_off()
 for ax, mode in zip(axes[1:], ("raw", "velocity")):
-    im = ax.imshow(labels[mode], cmap=cmap, vmin=-0.5,
-                   vmax=len(classes) - 0.5, interpolation="nearest")
+    plot_overlay(image, labels[mode], classes, ax=ax, legend=mode == "velocity")
     ax.set_title(f'mode="{mode}"')
-for ax in axes:
-    ax.set_axis_off()
-cbar = fig.colorbar(im, ax=axes, ticks=range(len(classes)), shrink=0.8)
-cbar.ax.set_yticklabels(classes)
 plt.show()
 
 # %%

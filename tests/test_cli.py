@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,3 +241,144 @@ def test_evaluate_records_tau_and_refuses_to_mix_runs(model_args, tmp_path,
     # another tau is another run: its results never mix with these
     assert main([*argv, "--tau", "0.2"]) == 1
     assert str(out) in capsys.readouterr().err
+
+
+# -- first run: an instant command line, a demo without weights -------------
+
+HEAVY = ("torch", "ot", "diffusers", "open_clip", "transformers")
+
+
+def _imported(stderr):
+    """Top-level names of the modules listed by ``python -X importtime``."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+def test_help_and_version_import_nothing_heavy():
+    """``dsolo-sk --help`` (the installed entry point's module) and
+    ``--version`` answer without importing torch, POT, diffusers or
+    open_clip."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for flag in ("--help", "--version"):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "dsolo_sk.cli", flag],
+            cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        imported = _imported(proc.stderr)
+        assert "dsolo_sk" in imported and "argparse" in imported
+        assert not imported & set(HEAVY), imported & set(HEAVY)
+    assert proc.stdout.strip() == f"dsolo-sk {__import__('dsolo_sk').__version__}"
+
+
+def test_package_names_stay_reachable_when_imported_lazily():
+    import dsolo_sk
+
+    assert {"DirectSegmenter", "TransportPath", "TransportVelocity",
+            "KLDiscrepancy"} <= set(dir(dsolo_sk))
+    from dsolo_sk import DirectSegmenter, TransportVelocity
+    from dsolo_sk.segmenters import DirectSegmenter as same
+
+    assert DirectSegmenter is same and TransportVelocity.__name__ == \
+        "TransportVelocity"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        dsolo_sk.no_such_name
+
+
+def test_demo_runs_offline_without_weights(tmp_path):
+    """``dsolo-sk demo --out DIR`` with ``HF_HUB_OFFLINE=1`` and an empty
+    Hugging Face cache: no weights, and it writes the overlays and prints
+    the ablation."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "empty_hf_home")}
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsolo_sk.cli", "demo", "--out", str(out),
+         "--scenes", "2"], cwd=root, env=env, capture_output=True,
+        text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["coffee_kl.png", "coffee_path.png", "coffee_raw.png",
+                    "coffee_velocity.png"]
+    for name in pngs:
+        with Image.open(out / name) as im:
+            assert im.size[0] > 600 and im.size[1] >= 400  # photo + legend
+    lines = proc.stdout.splitlines()
+    miou = {}
+    for line in lines[lines.index(next(x for x in lines
+                                       if x.startswith("2. ablation"))) + 1:]:
+        if line.strip().startswith("mode="):
+            mode, value = line.split()
+            miou[mode.split("=")[1].strip("'")] = float(value)
+    assert set(miou) == {"raw", "kl", "path", "velocity"}
+    assert all(0 <= v <= 100 for v in miou.values())
+    assert not (tmp_path / "empty_hf_home").exists()  # nothing downloaded
+
+
+def test_protocols_table_is_aligned(capsys):
+    assert main(["protocols"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # every column as wide as its widest cell: all lines equally long, and
+    # the character before each header column is a gap in every row
+    assert len({len(line) for line in lines}) == 1
+    starts = [m.start() for m in re.finditer(r"\S+", lines[0])][1:]
+    assert len(starts) == 8
+    for line in lines[1:]:
+        assert all(line[k - 1] == " " for k in starts), line
+
+
+def test_unknown_device_names_the_option_before_anything_runs(model_args,
+                                                              tmp_path,
+                                                              capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    args = [a if a != "cpu" else "gpu" for a in model_args]
+    out = tmp_path / "seg"
+    assert main(["segment", str(image), "--classes", "a,b", "--out",
+                 str(out), "--no-progress", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dsolo-sk: error: --device must be") and \
+        "'gpu'" in err
+    assert not out.exists()
+
+
+def test_a_failed_evaluation_leaves_no_empty_output_folder(model_args,
+                                                           tmp_path):
+    root = write_fake_dataset("ade20k", tmp_path / "data", n_images=2)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    args = list(model_args)
+    args[args.index("--pretrained") + 1] = str(broken)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--dataset", "ade20k", "--root", root, "--out",
+                 str(out), "--short-side", "48", "--no-progress", *args]) == 1
+    assert not out.exists()
+    # a folder that was there before the command is left alone
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["evaluate", "--dataset", "ade20k", "--root", root, "--out",
+                 str(out), "--short-side", "48", "--no-progress", *args]) == 1
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_thread_policy(monkeypatch):
+    """Without OMP_NUM_THREADS, the commands give torch the idle CPUs (at
+    least one, at most torch's default); with it, they leave torch alone."""
+    import torch
+
+    from dsolo_sk._threads import configure_torch_threads, idle_cpus
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert configure_torch_threads() is None
+        assert torch.get_num_threads() == before
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        n = configure_torch_threads()
+        assert n == torch.get_num_threads() == min(idle_cpus(), before)
+        assert n >= 1
+    finally:
+        torch.set_num_threads(before)

@@ -181,6 +181,17 @@ def _degraded_component(request, scenes):
             "compute_affinity", images[0], (4, 4))
 
 
+def _prototype_component(request, scenes):
+    from dsolo_sk.features import ColorPrototypeLogits
+
+    images, _ = _images(scenes)
+    classes = [str(c) for c in scenes[0][0]["class"].values]
+    colours = {c: (40 * k % 256, 255 - 40 * k % 256, 128)
+               for k, c in enumerate(classes)}
+    return (ColorPrototypeLogits(colours, patch_size=8), "compute_logits",
+            images[0], classes)
+
+
 def _clip_component(request, scenes):
     images, _ = _images(scenes)
     clip = request.getfixturevalue("tiny_clip")
@@ -232,6 +243,7 @@ PROVIDERS = {
     "ColorPositionAffinity": _affinity_component,
     "ProjectedAttentionAffinity": _attention_component,
     "DegradedAffinity": _degraded_component,
+    "ColorPrototypeLogits": _prototype_component,
     "CLIPFeatures": _clip_component,
     "DiffusionAttention": _diffusion_component,
     "KLDiscrepancy": _discrepancy(dsolo_sk.KLDiscrepancy),

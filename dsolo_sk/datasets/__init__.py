@@ -47,10 +47,6 @@ from ._classnames import (CLASS_FILES, display_name, load_class_names,
                           split_synonyms)
 from ._fake import write_fake_dataset
 
-from ._families import (AFFINITY_KINDS, LOGIT_RANGES, SCENE_FAMILIES,
-                        make_scene_family)
-from ._synthetic import make_scenes
-
 __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
            "Context59", "Context60", "Cityscapes", "Sample",
            "SegmentationDataset", "load_dataset", "read_image",
@@ -58,3 +54,23 @@ __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
            "load_class_names", "split_synonyms", "write_fake_dataset",
            "make_scenes", "make_scene_family", "SCENE_FAMILIES",
            "AFFINITY_KINDS", "LOGIT_RANGES"]
+
+# the generators build torch affinities: imported on first use (PEP 562),
+# so that reading dataset names (the command line) does not load torch
+_LAZY = {"make_scenes": "._synthetic", "make_scene_family": "._families",
+         "SCENE_FAMILIES": "._families", "AFFINITY_KINDS": "._families",
+         "LOGIT_RANGES": "._families"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

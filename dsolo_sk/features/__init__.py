@@ -7,22 +7,26 @@
    ColorPositionAffinity
    ProjectedAttentionAffinity
    DegradedAffinity
+   ColorPrototypeLogits
    CLIPFeatures
    DiffusionAttention
    FeatureExtractor
 
-The model-backed extractors import open_clip and diffusers on first use,
-so that ``import dsolo_sk`` stays light for work on precomputed features.
+The extractors (and torch, open_clip and diffusers behind them) are
+imported on first use, so that ``import dsolo_sk`` stays light for work on
+precomputed features.
 """
 
 import importlib
 
 from ._contract import check_features, from_arrays
-from .affinity import (ColorPositionAffinity, DegradedAffinity,
-                       ProjectedAttentionAffinity)
 
 # name -> submodule; imported on first access (PEP 562)
 _LAZY = {
+    "ColorPositionAffinity": ".affinity",
+    "ProjectedAttentionAffinity": ".affinity",
+    "DegradedAffinity": ".affinity",
+    "ColorPrototypeLogits": ".prototypes",
     "CLIPFeatures": ".clip",
     "WeightsUnavailableError": "._cache",
     "clear_model_cache": "._cache",
@@ -32,6 +36,7 @@ _LAZY = {
 
 __all__ = ["from_arrays", "check_features", "ColorPositionAffinity",
            "ProjectedAttentionAffinity", "DegradedAffinity",
+           "ColorPrototypeLogits",
            "CLIPFeatures", "WeightsUnavailableError", "clear_model_cache",
            "DiffusionAttention", "FeatureExtractor"]
 

@@ -152,22 +152,91 @@ def memo_set(key, value):
             _MEMO.popitem(last=False)
 
 
-def resolve_device(device):
-    """Turn ``"auto"`` into ``"cuda"`` when a GPU is visible, else ``"cpu"``.
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
-    Other values are checked by :class:`torch.device` and returned as str.
+
+def resolve_device(device, *, name="device"):
+    """Check a device and turn ``"auto"`` into the best one available.
+
+    ``"auto"`` (or None) prefers CUDA, then Apple's MPS, then the CPU.
+    Other values are checked against the machine, so that a wrong device
+    fails here, before any model loads, instead of deep inside torch.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    name : str, default="device"
+        How the caller calls the argument (``"--device"`` on the command
+        line), for the error messages.
+
+    Returns
+    -------
+    str
+        The device as torch writes it: ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device (``"gpu"``), or one this machine does not
+        have (``"cuda"`` without a visible GPU, ``"cuda:3"`` with three).
+    TypeError
+        For anything that is neither a string nor a :class:`torch.device`.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features._cache import resolve_device
+    >>> resolve_device("cpu")
+    'cpu'
+    >>> resolve_device("auto") in ("cuda", "mps", "cpu")
+    True
+    >>> resolve_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'.
     """
     import torch
 
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
     if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if has_mps else "cpu"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"{name} must be a string such as 'auto', 'cpu' or 'cuda', got "
+            f"{device!r}."
+        )
     try:
-        return str(torch.device(device))
-    except (RuntimeError, TypeError) as exc:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in _DEVICE_TYPES:
         raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got "
-            f"{device!r} ({exc})."
-        ) from None
+            f"{name} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got "
+            f"{str(device)!r}."
+        )
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(
+                f"{name}={str(device)!r} but CUDA is not available here (no "
+                "visible GPU, or a CPU-only build of torch); use 'auto' or "
+                "'cpu'."
+            )
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(
+                f"{name}={str(device)!r} but this machine has {n} CUDA "
+                f"device(s), 'cuda:0' to 'cuda:{n - 1}'."
+            )
+    if dev.type == "mps" and not has_mps:
+        raise ValueError(
+            f"{name}={str(device)!r} but Apple's MPS is not available here; "
+            "use 'auto' or 'cpu'."
+        )
+    return str(dev)
 
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16",
@@ -175,30 +244,53 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16",
            "bf16": "bfloat16"}
 
 
-def resolve_dtype(dtype, device):
+def resolve_dtype(dtype, device, *, name="dtype"):
     """Turn ``"auto"`` into float16 on CUDA and float32 elsewhere.
 
     Returns the canonical name (``"float32"``, ``"float16"`` or
     ``"bfloat16"``); a :class:`torch.dtype` is accepted too.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features._cache import resolve_dtype
+    >>> resolve_dtype("auto", "cuda"), resolve_dtype("auto", "cpu")
+    ('float16', 'float32')
+    >>> resolve_dtype("fp16", "cpu")
+    'float16'
     """
     if dtype is None or dtype == "auto":
         return "float16" if str(device).startswith("cuda") else "float32"
-    name = str(dtype).replace("torch.", "")
-    if name not in _DTYPES:
+    dname = str(dtype).replace("torch.", "")
+    if dname not in _DTYPES:
         raise ValueError(
-            f"dtype must be 'auto', 'float32', 'float16' or 'bfloat16', got "
+            f"{name} must be 'auto', 'float32', 'float16' or 'bfloat16', got "
             f"{dtype!r}."
         )
-    return _DTYPES[name]
+    return _DTYPES[dname]
 
 
-def check_device_dtype(device, dtype):
-    """Validate and resolve a (device, dtype) pair of parameters."""
-    if device is not None and not isinstance(device, str) and not hasattr(
-            device, "type"):
-        raise TypeError(
-            f"device must be a string such as 'auto', 'cpu' or 'cuda', got "
-            f"{device!r}."
-        )
-    dev = resolve_device(device)
-    return dev, resolve_dtype(dtype, dev)
+def check_device_dtype(device, dtype, *, names=("device", "dtype")):
+    """Validate and resolve a (device, dtype) pair of parameters.
+
+    Used by the extractors' parameter validation and by the command line,
+    before any model loads; see :func:`resolve_device` and
+    :func:`resolve_dtype`. `names` are the arguments' names in the
+    messages.
+
+    Returns
+    -------
+    (str, str)
+        The device (``"cpu"``, ``"cuda"``, ...) and the dtype name.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features._cache import check_device_dtype
+    >>> check_device_dtype("cpu", "auto")
+    ('cpu', 'float32')
+    >>> check_device_dtype("gpu", "auto", names=("--device", "--dtype"))
+    Traceback (most recent call last):
+    ...
+    ValueError: --device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'.
+    """
+    dev = resolve_device(device, name=names[0])
+    return dev, resolve_dtype(dtype, dev, name=names[1])

@@ -59,6 +59,13 @@ _RECENT = OrderedDict()
 _RECENT_SIZE = 2
 _RECENT_LOCK = threading.Lock()
 
+# open_clip's default file names on the Hub, and the preprocessing keys a
+# pretrained tag may set (the fields of open_clip.transform.PreprocessCfg)
+_OPEN_CLIP_WEIGHTS = "open_clip_pytorch_model.bin"
+_OPEN_CLIP_SAFE_WEIGHTS = "open_clip_model.safetensors"
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode",
+                    "fill_color", "mode")
+
 
 def _imagenet_templates():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -427,7 +434,10 @@ class CLIPFeatures(BaseEstimator):
     pretrained : str or None, default="openai"
         The weights: an open_clip tag (``"openai"``, ``"laion2b_s34b_b88k"``,
         ...), downloaded once into the Hugging Face cache (``HF_HOME``;
-        ``HF_HUB_OFFLINE=1`` is respected), or the path to a local checkpoint
+        ``HF_HUB_OFFLINE=1`` is respected; cached weights are read without
+        asking the Hub, and weights neither cached nor downloadable raise
+        WeightsUnavailableError within seconds), or the path to a local
+        checkpoint
         (a state dict saved with safetensors, or with :func:`torch.save`,
         read with ``weights_only=True``). OpenAI weights use QuickGELU; with
         the ``"openai"`` tag this is switched on automatically, for a local
@@ -476,7 +486,9 @@ class CLIPFeatures(BaseEstimator):
         Prompt templates with one ``"{}"`` for the class name. ``"imagenet"``
         means the 80 OpenAI ImageNet templates.
     device : str, default="auto"
-        ``"auto"`` uses CUDA when available, else the CPU.
+        ``"auto"`` uses CUDA when available, then MPS, else the CPU;
+        a device that does not exist (``"gpu"``) or that this machine
+        lacks is a ValueError before any model loads.
     dtype : str, default="auto"
         ``"auto"`` means float16 on CUDA and float32 on the CPU; or
         ``"float32"``, ``"float16"``, ``"bfloat16"``.
@@ -642,6 +654,7 @@ class CLIPFeatures(BaseEstimator):
             out["pretrained"] = pretrained
             out["weights"] = pretrained
             out["hub"] = tag_cfg.get("hf_hub", "") or tag_cfg.get("url", "")
+            out["tag_cfg"] = dict(tag_cfg)
             return out
         if os.path.isfile(pretrained):
             _io.check_checkpoint(pretrained, _CKPT_EXPECTED)
@@ -721,8 +734,92 @@ class CLIPFeatures(BaseEstimator):
         key = self._key(spec)
         return _cache.get_model(key, lambda: self._load_uncached(spec, key))
 
+    def _hub_checkpoint(self, spec):
+        """Where the Hub-hosted weights of `spec` are read from.
+
+        Returns the path of the checkpoint in the local Hugging Face cache
+        (read without any network access), or None when open_clip is to
+        download it. When the weights are not cached and the Hub cannot be
+        reached (or ``HF_HUB_OFFLINE`` is set), raises
+        WeightsUnavailableError at once instead of letting the download
+        retry for a minute.
+        """
+        from . import _hub
+
+        tag_cfg = spec.get("tag_cfg") or {}
+        if tag_cfg.get("hf_hub"):
+            # 'org/repo/file', or 'org/repo/' for open_clip's default file
+            repo, filename = os.path.split(tag_cfg["hf_hub"])
+            filename = filename or _OPEN_CLIP_WEIGHTS
+            # open_clip asks for a safetensors twin of a .bin/.pth first
+            candidates = [filename]
+            if filename == _OPEN_CLIP_WEIGHTS:
+                candidates.insert(0, _OPEN_CLIP_SAFE_WEIGHTS)
+            elif filename.endswith((".bin", ".pth")):
+                candidates.insert(0, filename[:-4] + ".safetensors")
+            for name in candidates:
+                path = _hub.cached_file(repo, name, cache_dir=self.cache_dir)
+                if path is not None:
+                    return path
+        elif str(spec["name"]).startswith("hf-hub:"):
+            if _hub.cached_file(spec["hub"], "open_clip_config.json",
+                                cache_dir=self.cache_dir) is not None:
+                return None  # open_clip reads its config and weights there
+        else:
+            return None  # a local file, or a URL-only tag: open_clip's own
+        reason = _hub.unreachable_reason()
+        if reason is not None:
+            raise _cache.WeightsUnavailableError(
+                self._unavailable_message(spec, reason))
+        return None
+
+    def _unavailable_message(self, spec, reason):
+        """One message with the fixes for Python and for the command line."""
+        import open_clip
+
+        from . import _hub
+
+        name = spec["name"]
+        tag_cfg = spec.get("tag_cfg") or {}
+        if tag_cfg:
+            what = (f"the open_clip weights {spec['pretrained']!r} of "
+                    f"{name!r}")
+            fill = (f"hf download {os.path.split(tag_cfg.get('hf_hub', ''))[0]}"
+                    ' --include "open_clip_*"')
+        else:
+            what = f"the open_clip model {name!r}"
+            fill = f"hf download {spec['hub']}"
+        if name.startswith("hf-hub:"):
+            py = "CLIPFeatures('/path/to/folder')"
+            cli = "--model /path/to/folder"
+            local_what = ("a local folder holding open_clip_config.json and "
+                          f"the weights (`{fill} --local-dir /path/to/folder`)")
+        else:
+            # OpenAI weights need QuickGELU: a local copy needs the
+            # -quickgelu architecture, or its activations silently differ
+            local = name
+            if spec.get("force_quick_gelu") and \
+                    f"{name}-quickgelu" in open_clip.list_models():
+                local = f"{name}-quickgelu"
+            ckpt = "/path/to/open_clip_model.safetensors"
+            py = f"CLIPFeatures({local!r}, pretrained={ckpt!r})"
+            cli = f"--model {local} --pretrained {ckpt}"
+            local_what = "a local checkpoint"
+        return (
+            f"{what} are not in the Hugging Face cache "
+            f"({_hub.cache_folder(self.cache_dir)}) and cannot be "
+            f"downloaded: {reason}.\n"
+            "Either fill the cache on a machine with network access "
+            f"(`{fill}`) and copy it here (HF_HOME), or use {local_what}:\n"
+            f"  Python: {py}, a segmenter's extractor\n"
+            f"  command line: {cli}\n"
+            "See 'Local weights and offline use' in the documentation."
+        )
+
     def _load_uncached(self, spec, key):
         import open_clip
+
+        from . import _hub
 
         device, dtype = key[-2], key[-1]
         precision = {"float32": "fp32", "float16": "fp16",
@@ -733,31 +830,33 @@ class CLIPFeatures(BaseEstimator):
                 "random initialisation; its logits carry no meaning.",
                 UserWarning, stacklevel=4,
             )
+        pretrained, extra = spec["pretrained"], {}
+        local = self._hub_checkpoint(spec)
+        if local is not None:
+            # the tag's cached file with the tag's preprocessing: what
+            # open_clip would resolve, without asking the Hub first
+            pretrained = local
+            extra["force_preprocess_cfg"] = {
+                k: v for k, v in spec["tag_cfg"].items()
+                if k in _PREPROCESS_KEYS and v is not None}
         level = logging.getLogger().level
         try:
-            # open_clip logs a warning for random weights; ours is clearer.
-            logging.getLogger().setLevel(max(level, logging.ERROR))
-            model = open_clip.create_model(
-                spec["name"], pretrained=spec["pretrained"],
-                precision=precision, device=device,
-                force_quick_gelu=spec["force_quick_gelu"],
-                cache_dir=self.cache_dir, weights_only=True,
-            )
+            # open_clip logs a warning for random weights and an error
+            # before it raises; ours are clearer.
+            logging.getLogger().setLevel(max(level, logging.CRITICAL))
+            with _hub.quiet_hub_logs():
+                model = open_clip.create_model(
+                    spec["name"], pretrained=pretrained,
+                    precision=precision, device=device,
+                    force_quick_gelu=spec["force_quick_gelu"],
+                    cache_dir=self.cache_dir, weights_only=True, **extra,
+                )
         except RuntimeError as exc:
             msg = str(exc).lower()
             if spec.get("hub") and ("download" in msg or "hub" in msg):
                 raise _cache.WeightsUnavailableError(
-                    f"could not download the open_clip weights "
-                    f"{spec['weights']!r} of {spec['name']!r} (from "
-                    f"{spec['hub']}) nor find them in the cache "
-                    f"({self.cache_dir or 'the Hugging Face cache, HF_HOME'}). "
-                    "On a machine with network access run "
-                    f"open_clip.create_model({spec['name']!r}, "
-                    f"pretrained={spec['pretrained']!r}) once to fill the "
-                    "cache and copy it here, or save the weights to a file "
-                    "and pass its path: CLIPFeatures(model="
-                    f"{spec['name']!r}, pretrained='/path/to/"
-                    "open_clip_model.safetensors')."
+                    self._unavailable_message(
+                        spec, f"the download failed ({exc})")
                 ) from exc
             raise
         finally:

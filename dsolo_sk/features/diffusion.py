@@ -276,7 +276,9 @@ class DiffusionAttention(BaseEstimator):
     ----------
     model : str, default="stabilityai/stable-diffusion-2-base"
         A Hugging Face Hub id (downloaded once into the Hugging Face cache;
-        ``HF_HOME`` and ``HF_HUB_OFFLINE=1`` are respected) or a local
+        ``HF_HOME`` and ``HF_HUB_OFFLINE=1`` are respected; cached weights
+        are read without asking the Hub, and weights neither cached nor
+        downloadable raise WeightsUnavailableError within seconds) or a local
         folder in the diffusers pipeline layout, with ``unet/`` and ``vae/``
         written by ``save_pretrained`` (and optionally ``text_encoder/`` and
         ``tokenizer/``). Weights are read from safetensors files only.
@@ -306,7 +308,9 @@ class DiffusionAttention(BaseEstimator):
     early_exit : bool, default=True
         Stop the UNet once the last needed attention layer has run.
     device : str, default="auto"
-        ``"auto"`` uses CUDA when available, else the CPU.
+        ``"auto"`` uses CUDA when available, then MPS, else the CPU;
+        a device that does not exist (``"gpu"``) or that this machine
+        lacks is a ValueError before any model loads.
     dtype : str, default="auto"
         ``"auto"`` means float16 on CUDA (as in the paper) and float32 on the
         CPU. The maps are accumulated in float32 either way.
@@ -450,8 +454,53 @@ class DiffusionAttention(BaseEstimator):
         return _cache.get_model(
             key, lambda: self._load_uncached(kind, source, device, dtype))
 
+    def _cached_part(self, source, sub, what):
+        """Whether one part (``unet/``, ...) of a Hub model is in the local
+        cache: its config and its safetensors weights (no network)."""
+        from . import _hub
+
+        if what == "tokenizer":
+            files = [("tokenizer_config.json",)]
+        else:
+            stem = "model" if what == "text encoder" else "diffusion_pytorch_model"
+            var = f".{self.variant}" if self.variant else ""
+            files = [("config.json",),
+                     (f"{stem}{var}.safetensors",
+                      f"{stem}.safetensors.index{var}.json",
+                      f"{stem}{var}.safetensors.index.json")]
+        return all(any(_hub.cached_file(source, f"{sub}/{f}",
+                                        cache_dir=self.cache_dir,
+                                        revision=self.revision) is not None
+                       for f in alternatives)
+                   for alternatives in files)
+
+    def _unavailable_message(self, source, sub, what, reason):
+        """One message with the fixes for Python and for the command line."""
+        from . import _hub
+
+        folder = "/path/to/" + source.rsplit("/", 1)[-1]
+        parts = ' '.join(f'"{p}/*"' for p in ("unet", "vae", "text_encoder",
+                                               "tokenizer"))
+        return (
+            f"the {what} of the Stable Diffusion model {source!r} (subfolder "
+            f"{sub}/) is not in the Hugging Face cache "
+            f"({_hub.cache_folder(self.cache_dir)}) and cannot be "
+            f"downloaded: {reason}.\n"
+            "Either fill the cache on a machine with network access "
+            f"(`hf download {source} --include {parts}`) and copy it here "
+            "(HF_HOME), or use a local folder in the diffusers layout "
+            f"(`hf download {source} --include {parts} --local-dir "
+            f"{folder}`):\n"
+            f"  Python: DiffusionAttention(model={folder!r}), a segmenter's "
+            "affinity\n"
+            f"  command line: --sd-model {folder}\n"
+            "See 'Local weights and offline use' in the documentation."
+        )
+
     def _from_pretrained(self, cls, kind, source, sub, dtype, what):
         import torch
+
+        from . import _hub
 
         kwargs = dict(subfolder=sub, torch_dtype=getattr(torch, dtype),
                       revision=self.revision, cache_dir=self.cache_dir)
@@ -464,19 +513,28 @@ class DiffusionAttention(BaseEstimator):
                 kwargs["variant"] = self.variant
         else:
             kwargs.pop("torch_dtype")
+        if kind == "hub":
+            if self._cached_part(source, sub, what):
+                # read the cache without asking the Hub (which, unreachable,
+                # would be retried for half a minute per file)
+                try:
+                    with _hub.quiet_hub_logs():
+                        return cls.from_pretrained(source, local_files_only=True,
+                                                   **kwargs)
+                except (OSError, ValueError):
+                    pass  # an incomplete cache: the Hub may complete it
+            reason = _hub.unreachable_reason()
+            if reason is not None:
+                raise _cache.WeightsUnavailableError(
+                    self._unavailable_message(source, sub, what, reason))
         try:
-            return cls.from_pretrained(source, **kwargs)
+            with _hub.quiet_hub_logs():
+                return cls.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
             if kind == "hub":
                 raise _cache.WeightsUnavailableError(
-                    f"could not load the {what} of {source!r} (subfolder "
-                    f"{sub}/, safetensors) from the Hugging Face Hub or the "
-                    f"cache ({self.cache_dir or 'HF_HOME'}): {exc}\nOn a "
-                    "machine with network access run "
-                    f"huggingface-cli download {source} once and copy the "
-                    "cache here, or pass a local folder: "
-                    "DiffusionAttention(model='/path/to/stable-diffusion-2-base')"
-                    " holding unet/ and vae/ (and text_encoder/, tokenizer/)."
+                    self._unavailable_message(
+                        source, sub, what, f"the download failed ({exc})")
                 ) from exc
             raise _io.UnreadableFileError(
                 os.path.join(source, sub), f"the {what} folder of a "
