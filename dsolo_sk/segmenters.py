@@ -163,7 +163,9 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     device : str, optional
         Device of the extractors' models (for example ``"cuda"``), default
         extractors included, and of the steps after them with
-        ``backend="torch"``; default: the extractors' own.
+        ``backend="torch"``; ``"auto"`` prefers CUDA, then MPS, then the
+        CPU. An unknown device (``"gpu"``) or one the machine lacks is a
+        ValueError before any model loads. Default: the extractors' own.
     dtype : str, optional
         Floating type of the extractors' models (``"float16"`` on GPU),
         default extractors included; default: the extractors' own. The
@@ -343,6 +345,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
                 raise TypeError(
                     f"{name} must be None or a string, got {value!r}."
                 )
+        if self.device is not None or self.dtype is not None:
+            # an unknown or absent device fails here, before any model loads
+            from .features._cache import check_device_dtype
+
+            check_device_dtype(self.device, self.dtype)
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise ValueError(
                 f"backend must be one of {sorted(BACKENDS)}, got "

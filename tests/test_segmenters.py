@@ -415,3 +415,26 @@ def test_tuning_a_part_left_at_none_says_how(small):
     assert seg.upsampler.sigma_range == 0.2
     assert seg.set_params(upsampler__sigma_range=0.3).upsampler.sigma_range \
         == 0.3
+
+
+def test_device_and_dtype_reach_the_default_extractors_and_are_checked():
+    from dsolo_sk.features import CLIPFeatures, DiffusionAttention
+    from dsolo_sk.features._cache import load_count
+
+    before = load_count()
+    for bad in ("gpu", "cuda:7"):
+        with pytest.raises(ValueError, match="device"):
+            DirectSegmenter(device=bad).fit()
+        with pytest.raises(ValueError, match="device"):
+            DirectSegmenter(device=bad, classes=["a", "b"]).predict(
+                [np.zeros((32, 32, 3), np.uint8)])
+    assert load_count() == before  # nothing loaded
+    fe = DirectSegmenter(device="cpu", dtype="float16")._feature_extractor(
+        ["a", "b"])
+    assert isinstance(fe.logits, CLIPFeatures)
+    assert isinstance(fe.affinity, DiffusionAttention)
+    for part in (fe.logits, fe.affinity):
+        assert (part.device, part.dtype) == ("cpu", "float16")
+    # the kl mode reads no affinity: no diffusion model is built
+    kl = DirectSegmenter(mode="kl", device="cpu")._feature_extractor(["a", "b"])
+    assert kl.affinity is False and kl.logits.device == "cpu"
