@@ -35,6 +35,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 #: stabilityai/stable-diffusion-2-base, unet/config.json

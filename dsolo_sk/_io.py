@@ -420,7 +420,6 @@ def read_npz(path, expected):
     """
     import zipfile
 
-    import numpy as np
     from numpy.lib import format as npy
 
     path = check_file(path, expected)

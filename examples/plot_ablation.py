@@ -31,7 +31,6 @@ is discussed on the :ref:`method page <method>`.
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from dsolo_sk import DirectSegmenter, InterpolationUpsampler, LogitNormalizer
 from dsolo_sk.datasets import make_scenes
