@@ -13,22 +13,19 @@ importing torch or POT; ``from dsolo_sk import DirectSegmenter`` works as
 usual.
 """
 
-import importlib
+import lazy_loader
 
 __version__ = "0.1.0.dev0"
 
-# name -> submodule holding it; imported on first access
-_LAZY = {
-    "DirectSegmenter": ".segmenters",
-    "TransportPathSegmenter": ".segmenters",
-    "TransportVelocitySegmenter": ".segmenters",
-    "KLDiscrepancy": ".discrepancy",
-    "TransportPath": ".discrepancy",
-    "TransportVelocity": ".discrepancy",
-    "LogitNormalizer": ".normalization",
-    "JointBilateralUpsampler": ".upsample",
-    "InterpolationUpsampler": ".upsample",
-}
+# name -> submodule, imported on first access (PEP 562, through
+# lazy_loader, as scikit-image does)
+__getattr__, _lazy_dir, _ = lazy_loader.attach(
+    __name__, submod_attrs={
+        "segmenters": ["DirectSegmenter", "TransportPathSegmenter",
+                       "TransportVelocitySegmenter"],
+        "discrepancy": ["KLDiscrepancy", "TransportPath", "TransportVelocity"],
+        "normalization": ["LogitNormalizer"],
+        "upsample": ["JointBilateralUpsampler", "InterpolationUpsampler"]})
 
 __all__ = ["DirectSegmenter", "TransportPathSegmenter",
            "TransportVelocitySegmenter", "KLDiscrepancy", "TransportPath",
@@ -36,13 +33,5 @@ __all__ = ["DirectSegmenter", "TransportPathSegmenter",
            "InterpolationUpsampler", "__version__"]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_lazy_dir()))

@@ -39,6 +39,8 @@ maximum over its synonyms, so several names can stand for one class index
 ('VOC21', 'voc21.txt')
 """
 
+import lazy_loader
+
 from ._benchmarks import (ADE20K, DATASETS, VOC20, VOC21, COCOObject,
                           COCOStuff, Context59, Context60, Cityscapes,
                           Sample, SegmentationDataset, load_dataset,
@@ -55,22 +57,14 @@ __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
            "make_scenes", "make_scene_family", "SCENE_FAMILIES",
            "AFFINITY_KINDS", "LOGIT_RANGES"]
 
-# the generators build torch affinities: imported on first use (PEP 562),
-# so that reading dataset names (the command line) does not load torch
-_LAZY = {"make_scenes": "._synthetic", "make_scene_family": "._families",
-         "SCENE_FAMILIES": "._families", "AFFINITY_KINDS": "._families",
-         "LOGIT_RANGES": "._families"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# name -> submodule, imported on first access (PEP 562, through
+# lazy_loader, as scikit-image does)
+__getattr__, _lazy_dir, _ = lazy_loader.attach(
+    __name__, submod_attrs={
+        "_synthetic": ["make_scenes"],
+        "_families": ["make_scene_family", "SCENE_FAMILIES", "AFFINITY_KINDS",
+                      "LOGIT_RANGES"]})
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_lazy_dir()))

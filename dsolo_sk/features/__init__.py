@@ -17,22 +17,21 @@ imported on first use, so that ``import dsolo_sk`` stays light for work on
 precomputed features.
 """
 
-import importlib
+import lazy_loader
 
 from ._contract import check_features, from_arrays
 
-# name -> submodule; imported on first access (PEP 562)
-_LAZY = {
-    "ColorPositionAffinity": ".affinity",
-    "ProjectedAttentionAffinity": ".affinity",
-    "DegradedAffinity": ".affinity",
-    "ColorPrototypeLogits": ".prototypes",
-    "CLIPFeatures": ".clip",
-    "WeightsUnavailableError": "._cache",
-    "clear_model_cache": "._cache",
-    "DiffusionAttention": ".diffusion",
-    "FeatureExtractor": ".extractor",
-}
+# name -> submodule, imported on first access (PEP 562, through
+# lazy_loader, as scikit-image does)
+__getattr__, _lazy_dir, _ = lazy_loader.attach(
+    __name__, submod_attrs={
+        "affinity": ["ColorPositionAffinity", "ProjectedAttentionAffinity",
+                     "DegradedAffinity"],
+        "prototypes": ["ColorPrototypeLogits"],
+        "clip": ["CLIPFeatures"],
+        "_cache": ["WeightsUnavailableError", "clear_model_cache"],
+        "diffusion": ["DiffusionAttention"],
+        "extractor": ["FeatureExtractor"]})
 
 __all__ = ["from_arrays", "check_features", "ColorPositionAffinity",
            "ProjectedAttentionAffinity", "DegradedAffinity",
@@ -41,13 +40,5 @@ __all__ = ["from_arrays", "check_features", "ColorPositionAffinity",
            "DiffusionAttention", "FeatureExtractor"]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_lazy_dir()))
