@@ -1063,22 +1063,172 @@ class CLIPFeatures(BaseEstimator):
         queries, owner = self._query_logits(self._load(), image, classes)
         return queries.copy(), owner.copy()
 
+    def compute_logits_batch(self, images, classes):
+        """:meth:`compute_logits` of several images, batched by size.
+
+        Images whose patch grids are equal (consecutive or not) go through
+        the image tower in one forward pass; the results equal those of
+        :meth:`compute_logits` image by image within float rounding.
+        Memory grows linearly with the number of images: pass chunks (as
+        :class:`~dsolo_sk.features.FeatureExtractor` does with its
+        ``batch_size``). In sliding-window inference the images are
+        processed one by one, their windows batched by `batch_size`.
+
+        Parameters
+        ----------
+        images : list of images
+            Each converted as documented in :mod:`dsolo_sk.features._images`.
+        classes : sequence of str
+            Class names; ``"a, b"`` scores the max over synonyms a and b.
+
+        Returns
+        -------
+        list of ndarray of shape (n_classes, rows, cols), float32
+            One per image, in order.
+
+        Examples
+        --------
+        >>> import json, os, tempfile, warnings
+        >>> import numpy as np
+        >>> from dsolo_sk.features import CLIPFeatures
+        >>> cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32,
+        ...        "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        ...        "text_cfg": {"context_length": 77, "vocab_size": 49408,
+        ...        "width": 32, "heads": 2, "layers": 1}}
+        >>> config = os.path.join(tempfile.mkdtemp(), "doctest-batch-clip.json")
+        >>> with open(config, "w") as f:
+        ...     json.dump(cfg, f)
+        >>> clip = CLIPFeatures(config, None, short_side=32,
+        ...                     templates=["a photo of a {}."])
+        >>> images = [np.full((32, 48, 3), v, np.uint8) for v in (0, 90, 200)]
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # random weights
+        ...     batch = clip.compute_logits_batch(images, ["sky", "cat"])
+        ...     one = clip.compute_logits(images[2], ["sky", "cat"])
+        >>> [b.shape for b in batch]
+        [(2, 4, 6), (2, 4, 6), (2, 4, 6)]
+        >>> bool(np.allclose(batch[2], one, atol=1e-5))
+        True
+        """
+        return [max_per_class(q, owner, len(classes)) for q, owner
+                in self.compute_query_logits_batch(images, classes)]
+
+    def compute_query_logits_batch(self, images, classes):
+        """:meth:`compute_query_logits` of several images, batched by size.
+
+        Images whose patch grids are equal go through the image tower
+        together (see :meth:`compute_logits_batch`); images already in the
+        cache of the last results cost no forward pass.
+
+        Parameters
+        ----------
+        images : list of images
+            Each converted as documented in :mod:`dsolo_sk.features._images`.
+        classes : sequence of str
+            Class names; synonyms within a name are separated by commas.
+
+        Returns
+        -------
+        list of (query_logits, query_class)
+            One pair per image, as :meth:`compute_query_logits` returns.
+
+        Examples
+        --------
+        >>> import json, os, tempfile, warnings
+        >>> import numpy as np
+        >>> from dsolo_sk.features import CLIPFeatures
+        >>> cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32,
+        ...        "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        ...        "text_cfg": {"context_length": 77, "vocab_size": 49408,
+        ...        "width": 32, "heads": 2, "layers": 1}}
+        >>> config = os.path.join(tempfile.mkdtemp(), "doctest-qbatch-clip.json")
+        >>> with open(config, "w") as f:
+        ...     json.dump(cfg, f)
+        >>> clip = CLIPFeatures(config, None, short_side=32,
+        ...                     templates=["a photo of a {}."])
+        >>> images = [np.zeros((32, 48, 3), np.uint8),
+        ...           np.zeros((64, 32, 3), np.uint8)]
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # random weights
+        ...     out = clip.compute_query_logits_batch(images, ["sky, cloud", "cat"])
+        >>> [(q.shape, owner.tolist()) for q, owner in out]
+        [((3, 4, 6), [0, 0, 1]), ((3, 8, 4), [0, 0, 1])]
+        """
+        classes = check_classes(classes)
+        try:
+            images = list(images)
+        except TypeError:
+            raise TypeError(
+                f"images must be a list of images, got {images!r}.") from None
+        images = [to_rgb_uint8(img, name=f"images[{k}]")
+                  for k, img in enumerate(images)]
+        values = self._query_logits_batch(self._load(), images, classes)
+        return [(q.copy(), owner.copy()) for q, owner in values]
+
+    def _recent_key(self, bundle, image, classes):
+        return (bundle.key, self._templates(), tuple(classes), self.short_side,
+                self.max_long_side, self.window, self.stride, self.resampling,
+                self.pos_interpolation, self.batch_size, self.text_batch_size,
+                image.shape, hashlib.blake2b(image).hexdigest())
+
     def _query_logits(self, bundle, image, classes):
-        image = np.ascontiguousarray(image)
-        key = (bundle.key, self._templates(), tuple(classes), self.short_side,
-               self.max_long_side, self.window, self.stride, self.resampling,
-               self.pos_interpolation, self.batch_size, self.text_batch_size,
-               image.shape, hashlib.blake2b(image).hexdigest())
+        return self._query_logits_batch(bundle, [image], classes)[0]
+
+    def _query_logits_batch(self, bundle, images, classes):
+        images = [np.ascontiguousarray(img) for img in images]
+        keys = [self._recent_key(bundle, img, classes) for img in images]
+        values = [None] * len(images)
         with _RECENT_LOCK:
-            if key in _RECENT:
-                _RECENT.move_to_end(key)
-                return _RECENT[key]
-        value = self._compute_query_logits(bundle, image, classes)
+            for k, key in enumerate(keys):
+                if key in _RECENT:
+                    _RECENT.move_to_end(key)
+                    values[k] = _RECENT[key]
+        todo = [k for k, v in enumerate(values) if v is None]
+        if len(todo) == 1 or (todo and self.window is not None):
+            for k in todo:
+                values[k] = self._compute_query_logits(bundle, images[k],
+                                                       classes)
+        elif todo:
+            groups = {}
+            for k in todo:
+                grid = self._grid(bundle, images[k].shape[:2])
+                groups.setdefault(grid, []).append(k)
+            for grid, ks in groups.items():
+                out = self._compute_query_logits_grid(
+                    bundle, [images[k] for k in ks], classes, grid)
+                for k, v in zip(ks, out):
+                    values[k] = v
         with _RECENT_LOCK:
-            _RECENT[key] = value
+            for k in todo:
+                _RECENT[keys[k]] = values[k]
             while len(_RECENT) > _RECENT_SIZE:
                 _RECENT.popitem(last=False)
-        return value
+        return values
+
+    def _compute_query_logits_grid(self, bundle, images, classes, grid):
+        """Whole-image logits of images sharing the patch grid `grid`, in
+        one forward pass."""
+        import torch
+        import torch.nn.functional as F
+
+        text, owner = self._text_embeddings(bundle, classes)
+        rows, cols = grid
+        x = torch.cat([self._preprocess(bundle, img, rows, cols)
+                       for img in images])
+        with torch.inference_mode():
+            tok = dense_tokens(bundle.model.visual, x,
+                               self.pos_interpolation)[:, 1:]
+            tok = F.normalize(tok.float(), dim=-1)
+            out = (tok @ text.T).transpose(1, 2)  # (B, n_queries, P)
+        out = out.reshape(len(images), -1, rows, cols).float().cpu().numpy()
+        owner = owner.cpu().numpy().astype(np.int64)
+        owner.flags.writeable = False
+        values = []
+        for q in out:
+            q = q.copy()
+            q.flags.writeable = False
+            values.append((q, owner))
+        return values
 
     def _compute_query_logits(self, bundle, image, classes):
         import torch

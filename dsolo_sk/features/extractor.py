@@ -8,9 +8,12 @@ hyperparameter search over the segmenter never re-runs the models.
 """
 
 
+from numbers import Integral
+
+import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .._validation import check_classes
+from .._validation import check_classes, check_scalar
 from ..base import FitFreeMixin, validate_own_params
 from ._contract import from_arrays, max_per_class
 from ._images import check_images, to_rgb_uint8
@@ -55,6 +58,19 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
     progress : bool or None, default=None
         Progress bar over the images (tqdm): ``True`` always, ``False``
         never, ``None`` only when writing to a terminal.
+    batch_size : int, default=1
+        Most images per forward pass of the models. Consecutive images of
+        the same size (hence the same size after each model's resize) are
+        grouped into chunks of at most `batch_size` and passed together to
+        the extractors' ``compute_query_logits_batch`` /
+        ``compute_logits_batch`` and ``compute_affinity_batch`` methods when
+        they have them (:class:`~dsolo_sk.features.CLIPFeatures` and
+        :class:`~dsolo_sk.features.DiffusionAttention` do); extractors
+        without them are called once per image. The features equal those
+        of ``batch_size=1`` within float rounding. Memory grows linearly
+        with `batch_size` (for Stable Diffusion, one P x P attention map
+        per captured block and image), and at most `batch_size` images are
+        decoded at a time.
 
     Notes
     -----
@@ -91,11 +107,13 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
     ((2, 3, 4), (30, 40, 3))
     """
 
-    def __init__(self, logits=None, affinity=None, classes=None, *, progress=None):
+    def __init__(self, logits=None, affinity=None, classes=None, *, progress=None,
+                 batch_size=1):
         self.logits = logits
         self.affinity = affinity
         self.classes = classes
         self.progress = progress
+        self.batch_size = batch_size
 
     def _parts(self):
         """The (logits, affinity-or-None) extractors, validated."""
@@ -137,6 +155,10 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
                 f"progress must be True, False or None, got {self.progress!r}."
             )
 
+    def _check_batch_size(self):
+        return check_scalar(self.batch_size, "batch_size",
+                            target_type=Integral, min_val=1, unit="images")
+
     def fit(self, X=None, y=None):
         """Validate the parameters (and `X` when given); learns nothing.
 
@@ -151,6 +173,7 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         self : FeatureExtractor
         """
         self._check_progress()
+        self._check_batch_size()
         self._check_classes()
         self._parts()
         if X is not None:
@@ -178,25 +201,72 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
 
         images = check_images(X, name="X")
         self._check_progress()
+        batch_size = self._check_batch_size()
         classes = self._check_classes()
         logits_est, aff_est = self._parts()
         disable = None if self.progress is None else not self.progress
         out = []
-        for k, img in enumerate(tqdm(images, desc="features", unit="image",
-                                     disable=disable)):
-            image = to_rgb_uint8(img, name=f"X[{k}]")
-            queries = {}
-            if callable(getattr(logits_est, "compute_query_logits", None)):
-                q, owner = logits_est.compute_query_logits(image, classes)
-                logits = max_per_class(q, owner, len(classes))
-                queries = {"query_logits": q, "query_class": owner}
-            else:
-                logits = logits_est.compute_logits(image, classes)
-            affinity = None
-            if aff_est is not None:
-                affinity = aff_est.compute_affinity(image, tuple(logits.shape[1:]))
-            out.append(from_arrays(logits, affinity, image, classes,
-                                   **queries))
+        with tqdm(total=len(images), desc="features", unit="image",
+                  disable=disable) as bar:
+            for chunk in _chunks(images, batch_size):
+                out.extend(self._chunk_features(chunk, classes, logits_est,
+                                                aff_est))
+                bar.update(len(chunk))
         return out
 
+    @staticmethod
+    def _chunk_features(chunk, classes, logits_est, aff_est):
+        """The Datasets of a chunk of images of the same size."""
+        if callable(getattr(logits_est, "compute_query_logits", None)):
+            batch = getattr(logits_est, "compute_query_logits_batch", None)
+            if len(chunk) > 1 and callable(batch):
+                results = batch(chunk, classes)
+            else:
+                results = [logits_est.compute_query_logits(img, classes)
+                           for img in chunk]
+            queries = [{"query_logits": q, "query_class": owner}
+                       for q, owner in results]
+            logits = [max_per_class(q, owner, len(classes))
+                      for q, owner in results]
+        else:
+            batch = getattr(logits_est, "compute_logits_batch", None)
+            if len(chunk) > 1 and callable(batch):
+                logits = list(batch(chunk, classes))
+            else:
+                logits = [logits_est.compute_logits(img, classes)
+                          for img in chunk]
+            queries = [{} for _ in chunk]
+        if len(logits) != len(chunk):
+            raise ValueError(
+                f"the logits extractor returned {len(logits)} results for "
+                f"{len(chunk)} images; a *_batch method must return one per "
+                "image."
+            )
+        affinities = [None] * len(chunk)
+        if aff_est is not None:
+            grids = {tuple(np.shape(lg)[1:]) for lg in logits}
+            batch = getattr(aff_est, "compute_affinity_batch", None)
+            if len(chunk) > 1 and len(grids) == 1 and callable(batch):
+                affinities = list(batch(chunk, grids.pop()))
+            else:
+                affinities = [aff_est.compute_affinity(
+                    img, tuple(np.shape(lg)[1:]))
+                    for img, lg in zip(chunk, logits)]
+        return [from_arrays(lg, a, img, classes, **q) for lg, a, img, q
+                in zip(logits, affinities, chunk, queries)]
 
+
+def _chunks(images, batch_size):
+    """Decode `images` one by one and yield runs of consecutive images of
+    the same shape, at most `batch_size` long (so at most `batch_size`
+    decoded images are held at a time)."""
+    chunk = []
+    for k, img in enumerate(images):
+        image = to_rgb_uint8(img, name=f"X[{k}]")
+        if chunk and (len(chunk) == batch_size
+                      or chunk[0].shape != image.shape):
+            yield chunk
+            chunk = []
+        chunk.append(image)
+    if chunk:
+        yield chunk
