@@ -550,7 +550,7 @@ class FeatureCache(FitFreeMixin, TransformerMixin, BaseEstimator):
 
 def make_segmentation_pipeline(segmenter=None, *, logits=None, affinity=None,
                                classes=None, memory=None, cache=True,
-                               progress=None):
+                               batch_size=1, progress=None):
     """A Pipeline from raw images: cached feature extraction, then a segmenter.
 
     Parameters
@@ -570,6 +570,9 @@ def make_segmentation_pipeline(segmenter=None, *, logits=None, affinity=None,
         Wrap the extractor in a :class:`FeatureCache`. ``False`` gives the
         bare extractor (and ``memory`` goes to the Pipeline, which caches
         only its fits).
+    batch_size : int, default=1
+        Images of the same size that the extractor runs together (see
+        :class:`~dsolo_sk.features.FeatureExtractor`).
     progress : bool or None, default=None
         Progress bar of the extractor.
 
@@ -606,7 +609,7 @@ def make_segmentation_pipeline(segmenter=None, *, logits=None, affinity=None,
     if segmenter is None:
         segmenter = DirectSegmenter()
     fe = FeatureExtractor(logits=logits, affinity=affinity, classes=classes,
-                          progress=progress)
+                          batch_size=batch_size, progress=progress)
     if cache:
         return Pipeline([("features", FeatureCache(fe, memory=memory)),
                          ("segment", segmenter)])

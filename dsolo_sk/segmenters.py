@@ -13,6 +13,8 @@ The pipeline of :class:`DirectSegmenter` for one image:
 5. argmax over classes.
 """
 
+from numbers import Integral
+
 import numpy as np
 import xarray as xr
 from ot.backend import get_backend
@@ -20,7 +22,8 @@ from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
 from .base import FitFreeMixin, validate_own_params
-from ._validation import check_classes, check_masks, check_sample_list
+from ._validation import (check_classes, check_masks, check_sample_list,
+                          check_scalar)
 from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
 from .features._contract import check_features
 from .metrics import mean_iou
@@ -184,6 +187,10 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         give the same labels; the scores agree to float32 rounding. On
         the CPU numpy is faster (``benchmarks/stages.py``); a user's part
         must accept torch tensors to be used with ``"torch"``.
+    batch_size : int, default=1
+        Raw images of the same size that go through CLIP and the UNet
+        together (:class:`~dsolo_sk.features.FeatureExtractor`); memory
+        grows linearly with it. Unused with feature Datasets.
     progress : bool or None, default=None
         Progress bar over images; ``None`` shows it on a terminal only.
 
@@ -243,7 +250,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     >>> 0 <= seg.score(X, y) <= 1
     True
     >>> sorted(seg.get_params(deep=True))[:4]
-    ['affinity', 'backend', 'classes', 'device']
+    ['affinity', 'backend', 'batch_size', 'classes']
     >>> torch_seg = DirectSegmenter(backend="torch")  # steps run in torch
     >>> all((a == b).all() for a, b in zip(torch_seg.predict(X),
     ...                                    DirectSegmenter().predict(X)))
@@ -255,7 +262,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     def __init__(self, mode="velocity", *, classes=None, extractor=None,
                  affinity=None, normalizer=None, discrepancy=None,
                  upsampler=None, device=None, dtype=None, backend="numpy",
-                 progress=None):
+                 batch_size=1, progress=None):
         self.mode = mode
         self.classes = classes
         self.extractor = extractor
@@ -266,6 +273,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.backend = backend
+        self.batch_size = batch_size
         self.progress = progress
 
     # -- parameters --------------------------------------------------------
@@ -345,6 +353,8 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
                 raise TypeError(
                     f"{name} must be None or a string, got {value!r}."
                 )
+        check_scalar(self.batch_size, "batch_size", target_type=Integral,
+                     min_val=1, max_val=4096, unit="images")
         if self.device is not None or self.dtype is not None:
             # an unknown or absent device fails here, before any model loads
             from .features._cache import check_device_dtype
@@ -433,6 +443,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
                                   if k in valid})
         return FeatureExtractor(logits=logits, affinity=affinity,
                                 classes=list(classes),
+                                batch_size=self.batch_size,
                                 progress=self.progress)
 
     def _features(self, X, classes=None):
@@ -683,7 +694,8 @@ class TransportPathSegmenter(_FixedMethodMixin, DirectSegmenter):
 
     def __init__(self, *, classes=None, extractor=None, affinity=None,
                  normalizer=None, discrepancy=None, upsampler=None,
-                 device=None, dtype=None, backend="numpy", progress=None):
+                 device=None, dtype=None, backend="numpy", batch_size=1,
+                 progress=None):
         self.classes = classes
         self.extractor = extractor
         self.affinity = affinity
@@ -693,6 +705,7 @@ class TransportPathSegmenter(_FixedMethodMixin, DirectSegmenter):
         self.device = device
         self.dtype = dtype
         self.backend = backend
+        self.batch_size = batch_size
         self.progress = progress
 
 
@@ -721,7 +734,8 @@ class TransportVelocitySegmenter(_FixedMethodMixin, DirectSegmenter):
 
     def __init__(self, *, classes=None, extractor=None, affinity=None,
                  normalizer=None, discrepancy=None, upsampler=None,
-                 device=None, dtype=None, backend="numpy", progress=None):
+                 device=None, dtype=None, backend="numpy", batch_size=1,
+                 progress=None):
         self.classes = classes
         self.extractor = extractor
         self.affinity = affinity
@@ -731,4 +745,5 @@ class TransportVelocitySegmenter(_FixedMethodMixin, DirectSegmenter):
         self.device = device
         self.dtype = dtype
         self.backend = backend
+        self.batch_size = batch_size
         self.progress = progress

@@ -438,3 +438,12 @@ def test_device_and_dtype_reach_the_default_extractors_and_are_checked():
     # the kl mode reads no affinity: no diffusion model is built
     kl = DirectSegmenter(mode="kl", device="cpu")._feature_extractor(["a", "b"])
     assert kl.affinity is False and kl.logits.device == "cpu"
+
+
+def test_batch_size_reaches_the_feature_extractor_and_is_checked():
+    fe = DirectSegmenter(batch_size=4)._feature_extractor(["a", "b"])
+    assert fe.batch_size == 4
+    for bad in (0, 2.5, float("nan"), True):
+        with pytest.raises((ValueError, TypeError), match="batch_size"):
+            DirectSegmenter(batch_size=bad).fit()
+    assert len(DirectSegmenter().get_params(deep=False)) <= 12
