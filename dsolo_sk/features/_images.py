@@ -227,6 +227,21 @@ def image_size(image, *, name="image"):
     return to_rgb_uint8(image, name=name).shape[:2]
 
 
+def to_rgb_uint8_list(images, *, name="images"):
+    """Convert every image of a list with :func:`to_rgb_uint8`.
+
+    The batch methods of the extractors take any iterable of images; each
+    is converted and named ``images[k]`` in error messages.
+    """
+    try:
+        images = list(images)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a list of images, got {images!r}.") from None
+    return [to_rgb_uint8(img, name=f"{name}[{k}]")
+            for k, img in enumerate(images)]
+
+
 def check_images(images, *, name="images"):
     """Validate a list of images before any model is loaded.
 

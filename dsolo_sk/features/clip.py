@@ -41,7 +41,8 @@ from .. import _io
 from .._validation import check_classes, check_option
 from . import _cache
 from ._contract import max_per_class
-from ._images import rescaled_shape, resize_image, to_rgb_uint8
+from ._images import (rescaled_shape, resize_image, to_rgb_uint8,
+                      to_rgb_uint8_list)
 
 __all__ = ["CLIPFeatures", "split_synonyms", "check_template",
            "IMAGENET_TEMPLATES"]
@@ -1155,13 +1156,7 @@ class CLIPFeatures(BaseEstimator):
         [((3, 4, 6), [0, 0, 1]), ((3, 8, 4), [0, 0, 1])]
         """
         classes = check_classes(classes)
-        try:
-            images = list(images)
-        except TypeError:
-            raise TypeError(
-                f"images must be a list of images, got {images!r}.") from None
-        images = [to_rgb_uint8(img, name=f"images[{k}]")
-                  for k, img in enumerate(images)]
+        images = to_rgb_uint8_list(images)
         values = self._query_logits_batch(self._load(), images, classes)
         return [(q.copy(), owner.copy()) for q, owner in values]
 

@@ -37,7 +37,7 @@ from sklearn.base import BaseEstimator
 
 from .. import _io
 from . import _cache
-from ._images import to_rgb_uint8
+from ._images import to_rgb_uint8, to_rgb_uint8_list
 
 __all__ = ["DiffusionAttention", "CapturingAttnProcessor",
            "resample_attention", "interpolation_matrix"]
@@ -773,13 +773,7 @@ class DiffusionAttention(BaseEstimator):
         import torch
 
         rows, cols = self._check_grid(grid_shape)
-        try:
-            images = list(images)
-        except TypeError:
-            raise TypeError(
-                f"images must be a list of images, got {images!r}.") from None
-        images = [to_rgb_uint8(img, name=f"images[{k}]")
-                  for k, img in enumerate(images)]
+        images = to_rgb_uint8_list(images)
         bundle = self._load()
         blocks = self._block_indices(bundle)
         groups = {}
