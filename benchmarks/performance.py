@@ -8,16 +8,17 @@ Run ``python benchmarks/performance.py``. It prints
    in each mode (NMS, normalisation, discrepancy, upsampling to 448 x 448,
    argmax), as a share of the forward;
 2. the batched log-domain Sinkhorn of :class:`dsolo_sk.TransportPath` on
-   the path mode's own problem (NMS fill "min", l1 weights over the image)
-   against a per-class loop of :func:`ot.sinkhorn` with the same 50
-   iterations and cost, with POT's log-domain solver and with its plain
+   the path mode's own problem (the segmenter's default normaliser, and
+   the default discrepancy's cost, balance, epsilon and iterations, read
+   from the code) against a per-class loop of :func:`ot.sinkhorn` with the
+   same iterations and cost, with POT's log-domain solver and with its plain
    solver, for numpy float64, numpy float32 and torch float32: the speed
    ratios and the L1 distances between plans; what batching can gain at
    all on the machine (N kernel-vector products against one kernel-matrix
    product); for each cost, epsilon in {0.1, 0.03, 0.01} and float type,
    the classes whose plain or batched plan is not finite or lies more than
-   1e-4 (L1) from the float64 log-domain plan; and how far the
-   50-iteration plan lies from the converged one;
+   1e-4 (L1) from the float64 log-domain plan; and how far the plan of
+   the default iterations (50) lies from the converged one;
 3. the peak memory (resident set size) of segmenting one image with
    P = 4096 patches and N = 171 classes at 1024 x 1024 pixels, in a fresh
    process, next to the same process's size after its imports.
@@ -107,22 +108,28 @@ def postprocessing_seconds():
 def _path_problem(image_size=448):
     """The transport problem of path mode on one synthetic scene.
 
-    The class distributions, masses and cost exactly as
+    The class distributions, masses and affinity exactly as
     :class:`dsolo_sk.DirectSegmenter` (``mode="path"``, defaults) builds
-    them: NMS with the path mode's ``"min"`` fill, l1 weights over the
-    image, classes with mass only.
+    them: the path mode's default normaliser on the float32 logits, classes
+    with mass only. Returns them (float64) with the default discrepancy,
+    whose cost, balance, epsilon and iterations the comparison uses, so
+    that the benchmark times what users run whatever the defaults become.
     """
     from dsolo_sk.datasets import make_scenes
-    from dsolo_sk.normalization import normalize_logits, suppress_non_maximum
+    from dsolo_sk.segmenters import _default_parts
 
+    normalizer, path, _ = _default_parts("path")
     X, _ = make_scenes(n_scenes=1, n_classes=21, image_size=image_size,
                        random_state=1)
     ds = X[0]
     n = ds.sizes["class"]
-    logits = ds["logits"].values.reshape(n, -1).astype(np.float64)
-    q, mass = normalize_logits(suppress_non_maximum(logits, "min"))
-    keep = mass > 0
-    return q[keep], mass[keep], ds["affinity"].values.astype(np.float64)
+    logits = ds["logits"].values.reshape(n, -1).astype(np.float32)
+    q, mass = normalizer.normalize(logits)
+    # the segmenter's rule: a mass that underflows float32 is no mass
+    keep = np.asarray(mass) >= np.finfo(np.float32).tiny
+    return (np.asarray(q, dtype=np.float64)[keep],
+            np.asarray(mass, dtype=np.float64)[keep],
+            ds["affinity"].values.astype(np.float64), path)
 
 
 def _plans(log_u, log_v, cost, reg):
@@ -138,20 +145,22 @@ def _plan_gap(ours, ref):
     return l1, mx
 
 
-def sinkhorn_comparison(n_iter=50, reg=0.1, image_size=448):
-    """Batched path mode against a per-class loop of ``ot.sinkhorn``."""
+def sinkhorn_comparison(image_size=448):
+    """Batched path mode against a per-class loop of ``ot.sinkhorn``, on
+    the problem, cost and parameters of the default path mode."""
     import ot
     import torch
 
-    from dsolo_sk import TransportPath
     from dsolo_sk.discrepancy import cost_from_affinity
     from dsolo_sk.transport import sinkhorn_log_batched
 
-    q64, mass64, aff64 = _path_problem(image_size)
+    q64, mass64, aff64, path = _path_problem(image_size)
+    n_iter, reg = path.n_iter, path.epsilon
     n, p = q64.shape
-    cost64 = cost_from_affinity(aff64, "linear")
+    cost64 = cost_from_affinity(aff64, path.cost, path.balance)
     out = {"classes": int(n), "patches": int(p), "iterations": n_iter,
-           "epsilon": reg, "rows": []}
+           "epsilon": reg, "cost": path.cost, "balance": path.balance,
+           "rows": []}
 
     backends = {
         "numpy float64": lambda a: np.asarray(a, dtype=np.float64),
@@ -162,7 +171,6 @@ def sinkhorn_comparison(n_iter=50, reg=0.1, image_size=448):
     for name, conv in backends.items():
         q, mass, aff, cost = (conv(x) for x in (q64, mass64, aff64, cost64))
         b = conv(np.full(p, 1.0 / p))
-        path = TransportPath(epsilon=reg, n_iter=n_iter)
 
         def batched():
             return path.compute(q, aff, mass)
@@ -202,7 +210,7 @@ def sinkhorn_comparison(n_iter=50, reg=0.1, image_size=448):
     b64 = np.full(p, 1.0 / p)
     out["validity"] = []
     for kind in ("linear", "neglog"):
-        c64 = cost_from_affinity(aff64, kind)
+        c64 = cost_from_affinity(aff64, kind, path.balance)
         for eps in (0.1, 0.03, 0.01):
             with np.errstate(divide="ignore"):  # log of zero weights
                 ref = [ot.sinkhorn(q64[c], b64, c64, eps,
@@ -232,8 +240,9 @@ def sinkhorn_comparison(n_iter=50, reg=0.1, image_size=448):
                     "plain_wrong": wrong(plain), "batched_wrong": wrong(ours),
                 })
 
-    # how far the paper's 50 iterations are from the optimal plan (POT's
-    # plain solver run to convergence; finite for this cost and epsilon)
+    # how far the default iterations (the paper's 50) are from the optimal
+    # plan (POT's plain solver run to convergence; finite for this cost
+    # and epsilon)
     lu, lv = sinkhorn_log_batched(q64, b64, cost64, reg, n_iter)
     ours = _plans(lu, lv, cost64, reg)
     conv, iters = [], []
@@ -324,8 +333,8 @@ def main(argv=None):
     res["sinkhorn"] = sk
     print(f"\n2. Path mode (P = {sk['patches']}, N = {sk['classes']} classes "
           f"with mass, {sk['iterations']} iterations, epsilon "
-          f"{sk['epsilon']}, linear cost) vs a per-class loop of "
-          "ot.sinkhorn with the same iterations")
+          f"{sk['epsilon']}, {sk['cost']} cost, {sk['balance']} balance) vs "
+          "a per-class loop of ot.sinkhorn with the same iterations")
     print(f"   {'backend':<14s} {'batched':>9s} {'loop, sinkhorn_log':>27s} "
           f"{'loop, sinkhorn (plain)':>27s}   plan L1 gap (log | plain)")
     for r in sk["rows"]:

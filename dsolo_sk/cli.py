@@ -21,7 +21,8 @@
     legend) and, with ``--netcdf``, ``<name>_scores.nc`` (the per-class
     score maps as an xarray DataArray; NetCDF4 through h5netcdf when h5py
     is installed, NetCDF3 through scipy otherwise; read it back with
-    ``xarray.open_dataarray``).
+    ``xarray.open_dataarray``). ``--batch-size N`` passes N images at a
+    time, those of one size going through CLIP and the UNet together.
 
 ``dsolo-sk protocols``
     Print the protocol of every benchmark in every named setting (the
@@ -161,6 +162,10 @@ def build_parser():
     sg.add_argument("--short-side", type=int, default=336)
     sg.add_argument("--netcdf", action="store_true",
                     help="also write the score maps as NetCDF")
+    sg.add_argument("--batch-size", type=int, default=1, metavar="N",
+                    help="images of the same size that go through CLIP "
+                         "and the UNet together, 1 to 4096; memory grows "
+                         "linearly with it (default: 1)")
     sg.add_argument("--no-progress", action="store_true")
     _model_options(sg)
 
@@ -226,6 +231,18 @@ def _discrepancy(args):
     return disc
 
 
+def _batch_size(args):
+    """``--batch-size`` (1 when the command has none), checked as
+    :class:`~dsolo_sk.DirectSegmenter` checks `batch_size`."""
+    from numbers import Integral
+
+    from ._validation import check_scalar
+
+    return check_scalar(getattr(args, "batch_size", 1), "--batch-size",
+                        target_type=Integral, min_val=1, max_val=4096,
+                        unit="images")
+
+
 def build_segmenter(args, *, short_side=336):
     """The segmenter described by the parsed model options."""
     from .features import CLIPFeatures
@@ -235,6 +252,7 @@ def build_segmenter(args, *, short_side=336):
     # a wrong --device fails here, naming the option, before any model loads
     check_device_dtype(args.device, args.dtype, names=("--device", "--dtype"))
     discrepancy = _discrepancy(args)
+    batch_size = _batch_size(args)
 
     pretrained = None if args.pretrained.lower() == "none" else \
         args.pretrained
@@ -254,7 +272,8 @@ def build_segmenter(args, *, short_side=336):
             affinity = DiffusionAttention(device=args.device,
                                           dtype=args.dtype, **kw)
     return DirectSegmenter(mode=args.mode, extractor=clip, affinity=affinity,
-                           discrepancy=discrepancy, progress=False)
+                           discrepancy=discrepancy, batch_size=batch_size,
+                           progress=False)
 
 
 def _on_sigterm(signum, frame):
@@ -353,25 +372,38 @@ def _segment(args):
     segmenter = build_segmenter(args, short_side=args.short_side)
     from tqdm.auto import tqdm
 
-    todo = tqdm(list(zip(args.images, _stems(args.images), images)),
-                desc="segment", unit="image",
-                disable=True if args.no_progress else None)
-    for path, stem, image in todo:
-        scores = segmenter.decision_function([image], classes=classes)[0]
-        labels = scores.values.argmax(0)
-        os.makedirs(args.out, exist_ok=True)
-        save_label_png(os.path.join(args.out, f"{stem}_labels.png"), labels,
-                       len(classes))
-        save_overlay_png(os.path.join(args.out, f"{stem}_overlay.png"),
-                         image, labels, names)
-        if args.netcdf:
-            da = scores.assign_coords({"class": list(classes)})
-            da.attrs.update(source=os.path.abspath(path),
-                            mode=args.mode, model=str(args.model))
-            da.to_netcdf(os.path.join(args.out, f"{stem}_scores.nc"),
-                         engine=_netcdf_engine())
-        print(f"{path}: {', '.join(names[k] for k in sorted(set(labels.ravel().tolist())))}")
+    items = list(zip(args.images, _stems(args.images), images))
+    step = segmenter.batch_size
+    with tqdm(total=len(items), desc="segment", unit="image",
+              disable=True if args.no_progress else None) as bar:
+        for start in range(0, len(items), step):
+            # one call per chunk: the images of one size in it go through
+            # the models together (DirectSegmenter(batch_size=...))
+            chunk = items[start:start + step]
+            all_scores = segmenter.decision_function(
+                [im for _, _, im in chunk], classes=classes)
+            for (path, stem, image), scores in zip(chunk, all_scores):
+                _write_segmentation(args, path, stem, image, scores,
+                                    classes, names)
+            bar.update(len(chunk))
     return 0
+
+
+def _write_segmentation(args, path, stem, image, scores, classes, names):
+    """The outputs of ``segment`` for one image, and its line."""
+    labels = scores.values.argmax(0)
+    os.makedirs(args.out, exist_ok=True)
+    save_label_png(os.path.join(args.out, f"{stem}_labels.png"), labels,
+                   len(classes))
+    save_overlay_png(os.path.join(args.out, f"{stem}_overlay.png"),
+                     image, labels, names)
+    if args.netcdf:
+        da = scores.assign_coords({"class": list(classes)})
+        da.attrs.update(source=os.path.abspath(path),
+                        mode=args.mode, model=str(args.model))
+        da.to_netcdf(os.path.join(args.out, f"{stem}_scores.nc"),
+                     engine=_netcdf_engine())
+    print(f"{path}: {', '.join(names[k] for k in sorted(set(labels.ravel().tolist())))}")
 
 
 def _print_table(header, rows, right=()):

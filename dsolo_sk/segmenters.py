@@ -66,6 +66,17 @@ def _is_tensor(x):
     return hasattr(x, "detach") and hasattr(x, "device")
 
 
+def _feature(feat, name):
+    """The array `name` (``"logits"``, ``"affinity"``, ``"image"`` or
+    ``"class"``) of one image's features: a variable of a feature Dataset,
+    or an entry of the dicts of plain arrays (torch tensors on the device)
+    of the torch path for raw images
+    (:meth:`~dsolo_sk.features.FeatureExtractor._iter_arrays`)."""
+    if isinstance(feat, xr.Dataset):
+        return feat[name].values
+    return feat["classes" if name == "class" else name]
+
+
 def _like(x, ref, dtype=None):
     """`x` as an array of `ref`'s kind: a torch tensor on `ref`'s device
     when `ref` is one (a tensor already there is not copied), else numpy.
@@ -183,10 +194,19 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         visible, else the CPU). The same code runs there (the parts are
         written once, through POT's backend
         :func:`ot.backend.get_backend`), and only the label maps (or the
-        score maps of :meth:`decision_function`) are copied back. Both
-        give the same labels; the scores agree to float32 rounding. On
-        the CPU numpy is faster (``benchmarks/stages.py``); a user's part
-        must accept torch tensors to be used with ``"torch"``.
+        score maps of :meth:`decision_function`) are copied back. With raw
+        images, the logits and the affinity of extractors that can keep
+        them on the device (``as_tensor`` in their ``*_batch`` methods, as
+        :class:`~dsolo_sk.features.CLIPFeatures` and
+        :class:`~dsolo_sk.features.DiffusionAttention` have) stay torch
+        tensors there from the models to the argmax, no feature Dataset is
+        built, and the images are processed `batch_size` at a time (the
+        features of one chunk at most in memory);
+        :class:`~dsolo_sk.features.FeatureExtractor` builds the Datasets
+        when you want the features themselves. Both backends give the same
+        labels; the scores agree to float32 rounding. On the CPU numpy is
+        faster (``benchmarks/stages.py``); a user's part must accept torch
+        tensors to be used with ``"torch"``.
     batch_size : int, default=1
         Raw images of the same size that go through CLIP and the UNet
         together (:class:`~dsolo_sk.features.FeatureExtractor`); memory
@@ -446,8 +466,13 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
                                 batch_size=self.batch_size,
                                 progress=self.progress)
 
-    def _features(self, X, classes=None):
-        """Turn the input into a list of validated feature Datasets."""
+    def _features(self, X, classes=None, *, stream=False):
+        """Turn the input into validated features: a list of feature
+        Datasets; or, with `stream` and raw images, an iterator computing
+        them a chunk of images at a time as dicts of plain arrays (torch
+        tensors on the models' device where the extractors give them,
+        :meth:`~dsolo_sk.features.FeatureExtractor._iter_arrays`), after
+        validating everything."""
         X = check_sample_list(X)
         is_ds = [isinstance(x, xr.Dataset) for x in X]
         if all(is_ds):
@@ -478,7 +503,15 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
                 "DirectSegmenter(classes=[...])."
             )
         classes = check_classes(classes)
-        return self._feature_extractor(classes).transform(X)
+        extractor = self._feature_extractor(classes)
+        if stream:
+            return extractor._iter_arrays(X, as_tensor=True)
+        return extractor.transform(X)
+
+    @property
+    def _stream(self):
+        """Whether raw images skip the feature Datasets (the torch path)."""
+        return self.backend == "torch"
 
     # -- the method ------------------------------------------------------------
 
@@ -503,9 +536,10 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
 
     def _patch_scores(self, ds, parts=None):
         """Per-class scores on the patch grid, shape (N, rows, cols), in
-        the backend of :meth:`_device_array` (numpy or torch)."""
+        the backend of :meth:`_device_array` (numpy or torch); `ds` is a
+        feature Dataset or a dict of arrays (:func:`_feature`)."""
         norm, disc, _ = self._parts() if parts is None else parts
-        logits = self._device_array(ds["logits"].values)
+        logits = self._device_array(_feature(ds, "logits"))
         nx = get_backend(logits)
         n, rows, cols = logits.shape
         flat = logits.reshape(n, rows * cols)
@@ -527,7 +561,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
             keep = mass == mass.max()
         affinity = None
         if self._needs_affinity:
-            affinity = self._device_array(ds["affinity"].values)
+            affinity = self._device_array(_feature(ds, "affinity"))
         scores = _like(disc.compute(q[keep], affinity, mass[keep]), q,
                        "float32")
         if tuple(scores.shape) != (int(keep.sum()), rows * cols):
@@ -550,7 +584,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
 
     def _upsample(self, patch, ds, parts=None):
         _, _, up = self._parts() if parts is None else parts
-        return _like(up.upsample(patch, ds["image"].values), patch)
+        return _like(up.upsample(patch, _feature(ds, "image")), patch)
 
     def _labels(self, maps):
         """The argmax over classes, as a numpy int64 label map: the one
@@ -563,10 +597,10 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         parts = self._parts() if parts is None else parts
         return self._upsample(self._patch_scores(ds, parts), ds, parts)
 
-    def _iter(self, feats, desc):
-        return tqdm(feats, desc=desc, disable=(None if self.progress is None
-                                               else not self.progress),
-                    leave=False)
+    def _iter(self, feats, desc, total=None):
+        return tqdm(feats, desc=desc, total=total,
+                    disable=None if self.progress is None
+                    else not self.progress, leave=False)
 
     def decision_function(self, X, classes=None):
         """Per-class score maps of every image.
@@ -586,15 +620,16 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
             :meth:`predict`.
         """
         self._validate_params()
-        feats = self._features(X, classes)
+        X = check_sample_list(X)
+        feats = self._features(X, classes, stream=self._stream)
         out = []
-        for ds in self._iter(feats, "scores"):
+        for ds in self._iter(feats, "scores", len(X)):
             maps = self._score_maps(ds)
             if _is_tensor(maps):
                 maps = maps.to("cpu").numpy()
             out.append(xr.DataArray(
                 maps, dims=("class", "y", "x"),
-                coords={"class": ds["class"].values}, name="score",
+                coords={"class": list(_feature(ds, "class"))}, name="score",
                 attrs={"method": self._kind}))
         return out
 
@@ -614,9 +649,10 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
             Indices into the classes, at each image's resolution.
         """
         self._validate_params()
-        feats = self._features(X, classes)
+        X = check_sample_list(X)
+        feats = self._features(X, classes, stream=self._stream)
         return [self._labels(self._score_maps(ds))
-                for ds in self._iter(feats, "segment")]
+                for ds in self._iter(feats, "segment", len(X))]
 
     def score(self, X, y, sample_weight=None):
         """Mean intersection over union against ground-truth masks.
@@ -641,18 +677,26 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by mean IoU.")
         self._validate_params()
-        feats = self._features(X)
-        classes = {tuple(str(c) for c in ds["class"].values) for ds in feats}
-        if len(classes) != 1:
-            raise ValueError(
-                "score needs every sample to share one class list; got "
-                f"{len(classes)} different lists."
-            )
-        n_classes = len(classes.pop())
-        masks = check_masks(y, [(ds.sizes["y"], ds.sizes["x"])
-                                for ds in feats], n_classes)
+        X = check_sample_list(X)
+        feats = self._features(X, stream=self._stream)
+        if isinstance(feats, list):  # feature Datasets
+            classes = {tuple(str(c) for c in ds["class"].values)
+                       for ds in feats}
+            if len(classes) != 1:
+                raise ValueError(
+                    "score needs every sample to share one class list; got "
+                    f"{len(classes)} different lists."
+                )
+            n_classes = len(classes.pop())
+            shapes = [(ds.sizes["y"], ds.sizes["x"]) for ds in feats]
+        else:  # raw images, computed as they are segmented
+            from .features._images import image_size
+
+            n_classes = len(check_classes(self.classes))
+            shapes = [image_size(x, name=f"X[{k}]") for k, x in enumerate(X)]
+        masks = check_masks(y, shapes, n_classes)
         pred = [self._labels(self._score_maps(ds))
-                for ds in self._iter(feats, "score")]
+                for ds in self._iter(feats, "score", len(X))]
         return mean_iou(masks, pred, n_classes)
 
 

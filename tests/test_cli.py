@@ -396,3 +396,85 @@ def test_thread_policy(monkeypatch):
         assert n >= 1
     finally:
         torch.set_num_threads(before)
+
+
+# -- --batch-size ------------------------------------------------------------
+
+
+def test_batch_size_reaches_the_segmenter():
+    from dsolo_sk.cli import build_parser, build_segmenter
+
+    parser = build_parser()
+    seg = build_segmenter(parser.parse_args(_segment_argv("--batch-size",
+                                                          "3")))
+    assert seg.batch_size == 3
+    assert seg._feature_extractor(["a", "b"]).batch_size == 3
+    assert build_segmenter(parser.parse_args(_segment_argv())).batch_size == 1
+
+
+def test_segment_batches_images_of_one_size(model_args, tmp_path, capsys,
+                                            monkeypatch):
+    """--batch-size 2: the two 40 x 56 photos go through CLIP in one
+    forward (a hook on the real image tower), the outputs are those of
+    --batch-size 1."""
+    import warnings
+    from collections import OrderedDict
+
+    from dsolo_sk.features import CLIPFeatures, clip as clip_module
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for k, shape in enumerate([(40, 56), (40, 56), (36, 36)]):
+        p = tmp_path / f"photo{k}.png"
+        Image.fromarray(rng.integers(0, 255, shape + (3,), np.uint8)).save(p)
+        paths.append(str(p))
+    config = model_args[model_args.index("--model") + 1]
+    weights = model_args[model_args.index("--pretrained") + 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        visual = CLIPFeatures(config, weights, device="cpu",
+                              dtype="auto")._load().model.visual
+    seen = []
+    hook = visual.transformer.register_forward_hook(
+        lambda m, a, o: seen.append(a[0].shape[0]))
+    labels = {}
+    try:
+        for batch in ("1", "2"):
+            out = tmp_path / f"seg{batch}"
+            seen.clear()
+            # CLIPFeatures keeps its last results: start each run without
+            monkeypatch.setattr(clip_module, "_RECENT", OrderedDict())
+            assert main(["segment", *paths, "--classes", "cat,dog,sky",
+                         "--out", str(out), "--short-side", "32",
+                         "--no-progress", "--batch-size", batch,
+                         *model_args]) == 0
+            labels[batch] = [np.asarray(Image.open(
+                out / f"photo{k}_labels.png")) for k in range(3)]
+            sizes = {"1": [1, 1, 1], "2": [2, 1]}[batch]
+            # the text tower runs too, through encode_text, not the hook's
+            assert seen == sizes
+    finally:
+        hook.remove()
+    for a, b in zip(labels["1"], labels["2"]):
+        np.testing.assert_array_equal(a, b)
+    assert capsys.readouterr().out.count("photo") >= 6
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "--batch-size must be >= 1 images, got 0"),
+    ("5000", "--batch-size must be <= 4096 images, got 5000"),
+])
+def test_bad_batch_size_is_a_clear_error(value, message, tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    out = tmp_path / "o"
+    argv = _segment_argv("--batch-size", value)
+    argv[1], argv[5] = str(image), str(out)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsolo-sk: error: {message}")
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exc:  # not an integer: argparse's
+        main(_segment_argv("--batch-size", "two"))
+    assert exc.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err

@@ -6,10 +6,12 @@ CPU) through the same backend-agnostic code as the numpy path.
 """
 
 import contextlib
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from sklearn.base import BaseEstimator
 
 from dsolo_sk import (DirectSegmenter, InterpolationUpsampler,
                       JointBilateralUpsampler, KLDiscrepancy, LogitNormalizer,
@@ -269,3 +271,199 @@ def test_stages_benchmark_prints_the_post_processing_table(capsys):
             assert all(v >= 0 for v in t.values())
         assert f"{mode}: torch path" in out
     assert "post share" in out
+
+
+# -- raw images: the extractors' outputs stay on the device ------------------
+
+CLASSES = ["sky, cloud", "cat", "road"]
+
+
+@pytest.fixture(scope="module")
+def sd(tiny_sd_dir):
+    from dsolo_sk.features import DiffusionAttention
+
+    return DiffusionAttention(tiny_sd_dir, resolution=32, up_blocks=(0, 1),
+                              device="cpu")
+
+
+@pytest.fixture(scope="module")
+def raw_images(photos):
+    """Photos of three sizes and two random images of one size."""
+    rng = np.random.default_rng(0)
+    return [photos[0][::4, ::4], rng.integers(0, 256, (48, 64, 3), np.uint8),
+            rng.integers(0, 256, (48, 64, 3), np.uint8),
+            photos[1][::4, ::4], photos[2][::3, ::3]]
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights
+        yield
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_raw_images_torch_path_equals_numpy_path(tiny_clip, sd, raw_images,
+                                                 mode, batch_size):
+    """The tiny random CLIP and Stable Diffusion: the torch path (features
+    as tensors, no Dataset) gives the labels and scores of the numpy path
+    (features copied to numpy Datasets)."""
+    params = dict(mode=mode, classes=CLASSES, extractor=tiny_clip,
+                  affinity=sd, batch_size=batch_size, progress=False)
+    with _quiet():
+        ref = DirectSegmenter(**params).decision_function(raw_images)
+        got = DirectSegmenter(backend="torch",
+                              **params).decision_function(raw_images)
+        labels = DirectSegmenter(backend="torch",
+                                 **params).predict(raw_images)
+    for a, b, lab in zip(ref, got, labels):
+        assert type(b.values) is np.ndarray and b.dims == a.dims
+        assert list(b["class"].values) == list(a["class"].values)
+        scale = float(np.abs(a.values).max())
+        np.testing.assert_allclose(b.values, a.values, rtol=0,
+                                   atol=1e-5 * scale)
+        np.testing.assert_array_equal(lab, a.values.argmax(0))
+
+
+def test_raw_images_torch_path_score_equals_numpy_path(tiny_clip, sd,
+                                                       raw_images):
+    rng = np.random.default_rng(1)
+    masks = [rng.integers(0, 3, im.shape[:2]) for im in raw_images]
+    params = dict(mode="path", classes=CLASSES, extractor=tiny_clip,
+                  affinity=sd, batch_size=2, progress=False)
+    with _quiet():
+        ref = DirectSegmenter(**params).score(raw_images, masks)
+        got = DirectSegmenter(backend="torch", **params).score(raw_images,
+                                                              masks)
+    assert got == ref
+    # a mask of the wrong size is refused before any model runs
+    bad = masks[:-1] + [np.zeros((3, 3), int)]
+    seg = DirectSegmenter(backend="torch", **params)
+    with pytest.raises(ValueError, match=r"y\[4\] has shape \(3, 3\)"):
+        seg.score(raw_images, bad)
+
+
+def test_no_step_from_the_models_to_the_argmax_converts_to_numpy(
+        monkeypatch, tiny_clip, sd, raw_images):
+    """CLIP's logits and the UNet's affinity stay torch tensors on their
+    device through the normalisation, the discrepancy and the upsampling:
+    every conversion of a tensor to numpy raises while the models run and
+    the scores are computed (the label map's copy to the host, after the
+    argmax, is the only one)."""
+    from dsolo_sk.features import FeatureExtractor
+
+    seg = DirectSegmenter(mode="path", classes=CLASSES, extractor=tiny_clip,
+                          affinity=sd, batch_size=2, backend="torch",
+                          progress=False)
+    with _quiet():
+        # the text embeddings are computed once per class list and cached
+        # (their prompt check hashes the tokens on the host): warm them up
+        # on another image, so the block below runs the image tower and
+        # the UNet on new images
+        seg.predict([np.full((40, 40, 3), 7, np.uint8)])
+        images = [255 - im for im in raw_images]  # not in CLIP's last results
+        feats = seg._features(images, stream=True)
+        assert not isinstance(feats, list)  # computed as they are used
+        maps, seen, forwards = [], [], {"clip": [], "unet": []}
+        hooks = [tiny_clip._load().model.visual.transformer
+                 .register_forward_hook(lambda m, a, o: forwards["clip"]
+                                        .append(a[0].shape[0])),
+                 sd._load().unet.conv_in.register_forward_hook(
+                     lambda m, a, o: forwards["unet"].append(a[0].shape[0]))]
+        try:
+            with no_host_copy(monkeypatch):
+                for feat in feats:
+                    seen.append({k: type(feat[k]) for k in ("logits",
+                                                            "affinity")})
+                    maps.append(seg._score_maps(feat))
+        finally:
+            for h in hooks:
+                h.remove()
+        # the control: the numpy path copies the features to the host, and
+        # the same block catches it
+        numpy_fe = FeatureExtractor(logits=tiny_clip, affinity=sd,
+                                    classes=CLASSES, progress=False)
+        with no_host_copy(monkeypatch), pytest.raises(
+                AssertionError, match="converted to numpy"):
+            numpy_fe.transform([np.full((40, 48, 3), 9, np.uint8)])
+    # the models ran inside the block, a chunk of same-size images at once
+    assert forwards == {"clip": [1, 2, 1, 1], "unet": [1, 2, 1, 1]}
+    assert seen == [{"logits": torch.Tensor, "affinity": torch.Tensor}] * 5
+    assert all(isinstance(m, torch.Tensor) and m.dtype == torch.float32
+               for m in maps)
+    assert [tuple(m.shape[1:]) for m in maps] == [im.shape[:2]
+                                                 for im in images]
+
+
+def test_extractors_keep_their_outputs_as_tensors(tiny_clip, sd, raw_images):
+    images = raw_images[1:3]
+    with _quiet():
+        logits = tiny_clip.compute_logits_batch(images, CLASSES,
+                                                as_tensor=True)
+        ref = tiny_clip.compute_logits_batch(images, CLASSES)
+        grid = tuple(ref[0].shape[1:])
+        aff = sd.compute_affinity_batch(images, grid, as_tensor=True)
+        aff_ref = sd.compute_affinity_batch(images, grid)
+    for t, a in zip(logits + aff, ref + aff_ref):
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.float32
+        assert type(a) is np.ndarray
+        np.testing.assert_array_equal(t.numpy(), a)
+    # the numpy results are the caller's: writing to them changes nothing
+    ref[0][:] = 0
+    again = tiny_clip.compute_logits_batch(images, CLASSES, as_tensor=True)
+    np.testing.assert_array_equal(again[0].numpy(), logits[0].numpy())
+
+
+def test_max_per_class_on_tensors_equals_numpy():
+    from dsolo_sk.features._contract import max_per_class
+
+    rng = np.random.default_rng(2)
+    q = rng.normal(size=(6, 3, 4)).astype(np.float32)
+    owner = np.array([0, 0, 1, 2, 2, 2])
+    owner.flags.writeable = False
+    got = max_per_class(torch.from_numpy(q), owner, 3)
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got.numpy(), max_per_class(q, owner, 3))
+
+
+class _TensorLogits(BaseEstimator):
+    """A user's logits extractor whose batch method can give tensors."""
+
+    def __init__(self, values=None):
+        self.values = values
+
+    def compute_logits(self, image, classes):
+        return self.values.numpy()
+
+    def compute_logits_batch(self, images, classes, as_tensor=False):
+        out = [self.values.clone() for _ in images]
+        return out if as_tensor else [o.numpy() for o in out]
+
+
+def test_torch_path_checks_the_tensors_it_gets():
+    values = torch.zeros((2, 3, 4))
+    values[1, 2, 3] = float("nan")
+    seg = DirectSegmenter(mode="kl", classes=["a", "b"], backend="torch",
+                          extractor=_TensorLogits(values), progress=False)
+    with pytest.raises(ValueError, match="logits holds 1 NaN"):
+        seg.predict([np.zeros((24, 32, 3), np.uint8)])
+    seg.set_params(extractor=_TensorLogits(torch.zeros((3, 3, 4))))
+    with pytest.raises(ValueError, match="logits has 3 class maps but 2"):
+        seg.predict([np.zeros((24, 32, 3), np.uint8)])
+
+
+def test_extractors_without_as_tensor_on_the_torch_path(tiny_clip,
+                                                        raw_images):
+    """A model-free affinity gives numpy arrays: the torch path takes them
+    as they come and gives the numpy path's labels."""
+    from dsolo_sk.features import ColorPositionAffinity
+
+    params = dict(mode="velocity", classes=CLASSES, extractor=tiny_clip,
+                  affinity=ColorPositionAffinity(), batch_size=2,
+                  progress=False)
+    with _quiet():
+        ref = DirectSegmenter(**params).predict(raw_images)
+        got = DirectSegmenter(backend="torch", **params).predict(raw_images)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)

@@ -32,13 +32,31 @@ from .._validation import check_classes
 __all__ = ["from_arrays", "check_features"]
 
 
+def _is_tensor(a):
+    return hasattr(a, "detach") and hasattr(a, "device")
+
+
 def max_per_class(values, query_class, n_classes):
     """The maximum over each class's queries: (Q, ...) -> (n_classes, ...).
 
-    Every class needs at least one query.
+    Every class needs at least one query. `values` is numpy, or a torch
+    tensor whose result stays on its device; `query_class` is a sequence
+    of ints (numpy on either path).
     """
-    values = np.asarray(values)
     query_class = np.asarray(query_class)
+    if _is_tensor(values):
+        import torch
+
+        # a writable copy: torch warns on the read-only owner arrays
+        index = torch.as_tensor(np.array(query_class, dtype=np.int64),
+                                device=values.device)
+        index = index.reshape((-1,) + (1,) * (values.ndim - 1))
+        out = torch.full((n_classes,) + tuple(values.shape[1:]),
+                         float("-inf"), dtype=values.dtype,
+                         device=values.device)
+        return out.scatter_reduce(0, index.expand(values.shape), values,
+                                  reduce="amax")
+    values = np.asarray(values)
     out = np.full((n_classes,) + values.shape[1:], -np.inf,
                   dtype=values.dtype)
     for q, c in enumerate(query_class.tolist()):
@@ -56,26 +74,43 @@ def _as_numpy(a, name):
     return a
 
 
+def _is_floating(a):
+    if _is_tensor(a):
+        return a.is_floating_point()
+    return np.issubdtype(a.dtype, np.floating)
+
+
+def _n_not_finite(a):
+    """How many entries of `a` are NaN or infinite (numpy or torch; a
+    tensor is counted on its device)."""
+    if _is_tensor(a):
+        import torch
+
+        return int((~torch.isfinite(a)).sum())
+    return int(np.size(a) - np.isfinite(a).sum())
+
+
 def _check_logits(logits, classes):
-    if logits.ndim != 3:
+    shape = tuple(logits.shape)
+    if len(shape) != 3:
         raise ValueError(
             "logits must have shape (n_classes, rows, cols), got shape "
-            f"{logits.shape}; reshape a (n_classes, n_patches) array to the "
+            f"{shape}; reshape a (n_classes, n_patches) array to the "
             "patch grid first."
         )
-    if not np.issubdtype(logits.dtype, np.floating):
+    if not _is_floating(logits):
         raise TypeError(
             f"logits must be floating point, got dtype {logits.dtype}."
         )
-    if logits.shape[0] != len(classes):
+    if shape[0] != len(classes):
         raise ValueError(
-            f"logits has {logits.shape[0]} class maps but {len(classes)} "
+            f"logits has {shape[0]} class maps but {len(classes)} "
             "class names were given; pass one name per map."
         )
-    if min(logits.shape[1:]) < 1:
-        raise ValueError(f"logits has an empty patch grid {logits.shape[1:]}.")
-    if not np.all(np.isfinite(logits)):
-        n_bad = int(np.size(logits) - np.isfinite(logits).sum())
+    if min(shape[1:]) < 1:
+        raise ValueError(f"logits has an empty patch grid {shape[1:]}.")
+    n_bad = _n_not_finite(logits)
+    if n_bad:
         raise ValueError(
             f"logits holds {n_bad} NaN or infinite values; check the "
             "feature extractor (cosine similarities lie in [-1, 1])."
@@ -119,24 +154,35 @@ def _check_queries(query_logits, query_class, logits):
 
 
 def _check_affinity(affinity, n_patches):
-    if affinity.ndim != 2 or affinity.shape != (n_patches, n_patches):
+    shape = tuple(affinity.shape)
+    if len(shape) != 2 or shape != (n_patches, n_patches):
         raise ValueError(
             f"affinity must have shape (P, P) = ({n_patches}, {n_patches}) "
-            f"for a patch grid of {n_patches} patches, got {affinity.shape}. "
+            f"for a patch grid of {n_patches} patches, got {shape}. "
             "Resample the attention maps to the logits' patch grid."
         )
-    if not np.issubdtype(affinity.dtype, np.floating):
+    if not _is_floating(affinity):
         raise TypeError(
             f"affinity must be floating point, got dtype {affinity.dtype}."
         )
-    if not np.all(np.isfinite(affinity)):
+    if _n_not_finite(affinity):
         raise ValueError("affinity holds NaN or infinite values.")
-    if (affinity < 0).any():
+    if bool((affinity < 0).any()):
         raise ValueError(
             f"affinity must be non-negative, its minimum is "
             f"{float(affinity.min())!r}; pass attention probabilities or "
             "exponentiated similarities, not raw scores."
         )
+
+
+def check_arrays(logits, affinity, classes):
+    """Check one image's logits and affinity as :func:`from_arrays` does,
+    numpy or torch tensors, without copying a tensor off its device (the
+    torch inference path of :class:`~dsolo_sk.DirectSegmenter`, which
+    builds no Dataset)."""
+    _check_logits(logits, classes)
+    if affinity is not None:
+        _check_affinity(affinity, int(logits.shape[1]) * int(logits.shape[2]))
 
 
 def _check_image(image):

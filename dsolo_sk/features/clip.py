@@ -55,7 +55,9 @@ _CKPT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 #: Largest image side (pixels) after resizing, as in dsolo_sk.protocols.
 _MAX_SIDE = 8192
 
-# The per-query cosines of the last images (see compute_query_logits).
+# The per-query cosines of the last images (see compute_query_logits), as
+# float32 tensors on the model's device with their numpy query -> class
+# index; the numpy methods copy them to the host, as_tensor=True does not.
 _RECENT = OrderedDict()
 _RECENT_SIZE = 2
 _RECENT_LOCK = threading.Lock()
@@ -208,6 +210,19 @@ def _window_starts(size, window, stride):
     if starts[-1] != size - window:
         starts.append(size - window)
     return starts
+
+
+def _host(tensor):
+    """A tensor's values as a new, writable numpy array."""
+    return tensor.detach().cpu().numpy().copy()
+
+
+def _query_owner(classes):
+    """The class index of every query (synonym), read-only int64."""
+    owner = np.array([k for k, name in enumerate(classes)
+                      for _ in split_synonyms(name)], dtype=np.int64)
+    owner.flags.writeable = False
+    return owner
 
 
 def _prompt_digest(bundle, synonym, templates):
@@ -1004,7 +1019,7 @@ class CLIPFeatures(BaseEstimator):
         classes = check_classes(classes)
         image = to_rgb_uint8(image)
         queries, owner = self._query_logits(self._load(), image, classes)
-        return max_per_class(queries, owner, len(classes))
+        return max_per_class(_host(queries), owner, len(classes))
 
     def compute_query_logits(self, image, classes):
         """Cosine similarities between the patches and every text query.
@@ -1062,9 +1077,9 @@ class CLIPFeatures(BaseEstimator):
         classes = check_classes(classes)
         image = to_rgb_uint8(image)
         queries, owner = self._query_logits(self._load(), image, classes)
-        return queries.copy(), owner.copy()
+        return _host(queries), owner.copy()
 
-    def compute_logits_batch(self, images, classes):
+    def compute_logits_batch(self, images, classes, *, as_tensor=False):
         """:meth:`compute_logits` of several images, batched by size.
 
         Images whose patch grids are equal (consecutive or not) go through
@@ -1081,10 +1096,14 @@ class CLIPFeatures(BaseEstimator):
             Each converted as documented in :mod:`dsolo_sk.features._images`.
         classes : sequence of str
             Class names; ``"a, b"`` scores the max over synonyms a and b.
+        as_tensor : bool, default=False
+            Return float32 torch tensors on the model's device instead of
+            numpy arrays: nothing is copied to the host (the torch path of
+            :class:`~dsolo_sk.DirectSegmenter`). The values are the same.
 
         Returns
         -------
-        list of ndarray of shape (n_classes, rows, cols), float32
+        list of ndarray (or torch.Tensor) of shape (n_classes, rows, cols), float32
             One per image, in order.
 
         Examples
@@ -1110,9 +1129,21 @@ class CLIPFeatures(BaseEstimator):
         [(2, 4, 6), (2, 4, 6), (2, 4, 6)]
         >>> bool(np.allclose(batch[2], one, atol=1e-5))
         True
+        >>> tensors = clip.compute_logits_batch(images, ["sky", "cat"],
+        ...                                     as_tensor=True)
+        >>> type(tensors[2]).__name__, str(tensors[2].device)
+        ('Tensor', 'cpu')
+        >>> bool((tensors[2].numpy() == batch[2]).all())
+        True
         """
-        return [max_per_class(q, owner, len(classes)) for q, owner
-                in self.compute_query_logits_batch(images, classes)]
+        classes = check_classes(classes)
+        images = to_rgb_uint8_list(images)
+        values = self._query_logits_batch(self._load(), images, classes)
+        if as_tensor:
+            return [max_per_class(q, owner, len(classes))
+                    for q, owner in values]
+        return [max_per_class(_host(q), owner, len(classes))
+                for q, owner in values]
 
     def compute_query_logits_batch(self, images, classes):
         """:meth:`compute_query_logits` of several images, batched by size.
@@ -1158,7 +1189,7 @@ class CLIPFeatures(BaseEstimator):
         classes = check_classes(classes)
         images = to_rgb_uint8_list(images)
         values = self._query_logits_batch(self._load(), images, classes)
-        return [(q.copy(), owner.copy()) for q, owner in values]
+        return [(_host(q), owner.copy()) for q, owner in values]
 
     def _recent_key(self, bundle, image, classes):
         return (bundle.key, self._templates(), tuple(classes), self.short_side,
@@ -1206,7 +1237,7 @@ class CLIPFeatures(BaseEstimator):
         import torch
         import torch.nn.functional as F
 
-        text, owner = self._text_embeddings(bundle, classes)
+        text, _ = self._text_embeddings(bundle, classes)
         rows, cols = grid
         x = torch.cat([self._preprocess(bundle, img, rows, cols)
                        for img in images])
@@ -1215,21 +1246,16 @@ class CLIPFeatures(BaseEstimator):
                                self.pos_interpolation)[:, 1:]
             tok = F.normalize(tok.float(), dim=-1)
             out = (tok @ text.T).transpose(1, 2)  # (B, n_queries, P)
-        out = out.reshape(len(images), -1, rows, cols).float().cpu().numpy()
-        owner = owner.cpu().numpy().astype(np.int64)
-        owner.flags.writeable = False
-        values = []
-        for q in out:
-            q = q.copy()
-            q.flags.writeable = False
-            values.append((q, owner))
-        return values
+        out = out.reshape(len(images), -1, rows, cols).float()
+        owner = _query_owner(classes)
+        # one tensor per image, not views that keep the batch alive
+        return [(q.clone(), owner) for q in out]
 
     def _compute_query_logits(self, bundle, image, classes):
         import torch
         import torch.nn.functional as F
 
-        text, owner = self._text_embeddings(bundle, classes)
+        text, _ = self._text_embeddings(bundle, classes)
         p = bundle.patch_size[0]
         rows, cols = self._grid(bundle, image.shape[:2])
         x = self._preprocess(bundle, image, rows, cols)
@@ -1246,11 +1272,7 @@ class CLIPFeatures(BaseEstimator):
                 out = score(x)[0].T.reshape(n_queries, rows, cols)
             else:
                 out = self._sliding(x, score, rows, cols, p, n_queries)
-        out = out.float().cpu().numpy()
-        out.flags.writeable = False
-        owner = owner.cpu().numpy().astype(np.int64)
-        owner.flags.writeable = False
-        return out, owner
+        return out.float(), _query_owner(classes)
 
     def _sliding(self, x, score, rows, cols, p, n_cls):
         import torch

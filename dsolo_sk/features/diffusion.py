@@ -717,9 +717,10 @@ class DiffusionAttention(BaseEstimator):
             attends.
         """
         rows, cols = self._check_grid(grid_shape)
-        return self._affinity(self.attention_maps(image), (rows, cols))
+        return self._affinity(self.attention_maps(image),
+                              (rows, cols)).cpu().numpy()
 
-    def compute_affinity_batch(self, images, grid_shape):
+    def compute_affinity_batch(self, images, grid_shape, *, as_tensor=False):
         """:meth:`compute_affinity` of several images, batched by size.
 
         Images that the resize brings to the same size go through the VAE
@@ -737,10 +738,14 @@ class DiffusionAttention(BaseEstimator):
             At their original resolution.
         grid_shape : tuple of int
             (rows, cols) of the target patch grid, the same for every image.
+        as_tensor : bool, default=False
+            Return float32 torch tensors on the model's device instead of
+            numpy arrays: nothing is copied to the host (the torch path of
+            :class:`~dsolo_sk.DirectSegmenter`). The values are the same.
 
         Returns
         -------
-        list of ndarray of shape (P, P), float32
+        list of ndarray (or torch.Tensor) of shape (P, P), float32
             One per image, in order.
 
         Examples
@@ -769,6 +774,9 @@ class DiffusionAttention(BaseEstimator):
         >>> one = sd.compute_affinity(images[1], (4, 6))
         >>> bool(np.allclose(batch[1], one, rtol=1e-5, atol=1e-6))
         True
+        >>> tensors = sd.compute_affinity_batch(images, (4, 6), as_tensor=True)
+        >>> type(tensors[1]).__name__, tuple(tensors[1].shape)
+        ('Tensor', (24, 24))
         """
         import torch
 
@@ -788,7 +796,8 @@ class DiffusionAttention(BaseEstimator):
             maps = self._unet_maps_batch(bundle, latent * bundle.scaling_factor,
                                          blocks)
             for (k, _), m in zip(members, maps):
-                out[k] = self._affinity(m, (rows, cols))
+                a = self._affinity(m, (rows, cols))
+                out[k] = a if as_tensor else a.cpu().numpy()
         return out
 
     @staticmethod
@@ -805,8 +814,8 @@ class DiffusionAttention(BaseEstimator):
 
     @staticmethod
     def _affinity(maps, grid):
-        """Hierarchical average of the block maps, resampled to `grid`."""
+        """Hierarchical average of the block maps, resampled to `grid`: a
+        float32 tensor on the maps' device."""
         fine = max((g for g, _ in maps), key=lambda g: g[0] * g[1])
         combined = sum(resample_attention(a, g, fine) for g, a in maps) / len(maps)
-        out = resample_attention(combined, fine, grid)
-        return out.float().cpu().numpy()
+        return resample_attention(combined, fine, grid).float()

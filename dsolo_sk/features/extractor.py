@@ -8,6 +8,7 @@ hyperparameter search over the segmenter never re-runs the models.
 """
 
 
+import inspect
 from numbers import Integral
 
 import numpy as np
@@ -15,12 +16,24 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._validation import check_classes, check_scalar
 from ..base import FitFreeMixin, validate_own_params
-from ._contract import from_arrays, max_per_class
+from ._contract import check_arrays, from_arrays, max_per_class
 from ._images import check_images, to_rgb_uint8
 
 __all__ = ["FeatureExtractor"]
 
 _NO_AFFINITY = (False, "none")
+
+
+def _takes_as_tensor(est, method):
+    """Whether `est` has `method` with an ``as_tensor`` keyword (its
+    results can stay torch tensors on the model's device)."""
+    fn = getattr(est, method, None)
+    if not callable(fn):
+        return False
+    try:
+        return "as_tensor" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
 
 
 def _check_part(est, method, name, example):
@@ -214,10 +227,53 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
                 bar.update(len(chunk))
         return out
 
+    def _iter_arrays(self, X, *, as_tensor=False):
+        """The features of every image as plain arrays, chunk by chunk.
+
+        Everything is validated first, as in :meth:`transform`; the
+        returned iterator then computes one chunk of at most `batch_size`
+        images at a time and yields, per image, a dict of the arguments of
+        :func:`~dsolo_sk.features.from_arrays` (``logits``, ``affinity``,
+        ``image``, ``classes`` and, unless `as_tensor`, ``query_logits``
+        and ``query_class`` when the logits extractor gives them).
+
+        With `as_tensor`, the extractors whose ``compute_logits_batch`` /
+        ``compute_affinity_batch`` take ``as_tensor`` (as
+        :class:`~dsolo_sk.features.CLIPFeatures` and
+        :class:`~dsolo_sk.features.DiffusionAttention` do) are called that
+        way, so their logits and affinity stay torch tensors on the
+        models' device; they are checked there, with no Dataset built.
+        Others give their numpy arrays, checked by ``from_arrays``'s rules.
+        """
+        images = check_images(X, name="X")
+        self._check_progress()
+        batch_size = self._check_batch_size()
+        classes = self._check_classes()
+        logits_est, aff_est = self._parts()
+
+        def arrays():
+            for chunk in _chunks(images, batch_size):
+                yield from self._chunk_arrays(chunk, classes, logits_est,
+                                              aff_est, as_tensor)
+        return arrays()
+
     @staticmethod
     def _chunk_features(chunk, classes, logits_est, aff_est):
         """The Datasets of a chunk of images of the same size."""
-        if callable(getattr(logits_est, "compute_query_logits", None)):
+        return [from_arrays(**d) for d in FeatureExtractor._chunk_arrays(
+            chunk, classes, logits_est, aff_est)]
+
+    @staticmethod
+    def _chunk_arrays(chunk, classes, logits_est, aff_est, as_tensor=False):
+        """Per image of a chunk of one size: the arguments of
+        :func:`from_arrays` (see :meth:`_iter_arrays`)."""
+        tensor_logits = as_tensor and _takes_as_tensor(
+            logits_est, "compute_logits_batch")
+        if tensor_logits:
+            logits = list(logits_est.compute_logits_batch(chunk, classes,
+                                                          as_tensor=True))
+            queries = [{} for _ in chunk]
+        elif callable(getattr(logits_est, "compute_query_logits", None)):
             batch = getattr(logits_est, "compute_query_logits_batch", None)
             if len(chunk) > 1 and callable(batch):
                 results = batch(chunk, classes)
@@ -228,6 +284,8 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
                        for q, owner in results]
             logits = [max_per_class(q, owner, len(classes))
                       for q, owner in results]
+            if as_tensor:  # the segmenter reads the logits only
+                queries = [{} for _ in chunk]
         else:
             batch = getattr(logits_est, "compute_logits_batch", None)
             if len(chunk) > 1 and callable(batch):
@@ -245,15 +303,40 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         affinities = [None] * len(chunk)
         if aff_est is not None:
             grids = {tuple(np.shape(lg)[1:]) for lg in logits}
-            batch = getattr(aff_est, "compute_affinity_batch", None)
-            if len(chunk) > 1 and len(grids) == 1 and callable(batch):
-                affinities = list(batch(chunk, grids.pop()))
+            if (as_tensor and len(grids) == 1 and _takes_as_tensor(
+                    aff_est, "compute_affinity_batch")):
+                affinities = list(aff_est.compute_affinity_batch(
+                    chunk, grids.pop(), as_tensor=True))
             else:
-                affinities = [aff_est.compute_affinity(
-                    img, tuple(np.shape(lg)[1:]))
-                    for img, lg in zip(chunk, logits)]
-        return [from_arrays(lg, a, img, classes, **q) for lg, a, img, q
-                in zip(logits, affinities, chunk, queries)]
+                batch = getattr(aff_est, "compute_affinity_batch", None)
+                if len(chunk) > 1 and len(grids) == 1 and callable(batch):
+                    affinities = list(batch(chunk, grids.pop()))
+                else:
+                    affinities = [aff_est.compute_affinity(
+                        img, tuple(np.shape(lg)[1:]))
+                        for img, lg in zip(chunk, logits)]
+        if len(affinities) != len(chunk):
+            raise ValueError(
+                f"the affinity extractor returned {len(affinities)} results "
+                f"for {len(chunk)} images; a *_batch method must return one "
+                "per image."
+            )
+        out = [dict(logits=lg, affinity=a, image=img, classes=classes, **q)
+               for lg, a, img, q in zip(logits, affinities, chunk, queries)]
+        if as_tensor:
+            for d in out:
+                _check_tensor_arrays(d)
+        return out
+
+
+def _check_tensor_arrays(d):
+    """On the torch path: the checks of :func:`from_arrays` on the logits
+    and the affinity, tensors checked on their device (the results of an
+    extractor without ``as_tensor`` as numpy arrays)."""
+    for name in ("logits", "affinity"):
+        if d[name] is not None and not hasattr(d[name], "detach"):
+            d[name] = np.asarray(d[name])
+    check_arrays(d["logits"], d["affinity"], d["classes"])
 
 
 def _chunks(images, batch_size):
