@@ -54,10 +54,10 @@ def _default_parts(kind):
         return (LogitNormalizer(), KLDiscrepancy(),
                 JointBilateralUpsampler(kernel="gaussian"))
     if kind == "path":
-        return (LogitNormalizer(), TransportPath(),
+        return (LogitNormalizer(nms=False), TransportPath(),
                 JointBilateralUpsampler(kernel="tent"))
     if kind == "velocity":
-        return (LogitNormalizer(), TransportVelocity(),
+        return (LogitNormalizer(baseline="off"), TransportVelocity(),
                 JointBilateralUpsampler(kernel="tent"))
     return LogitNormalizer(), None, JointBilateralUpsampler(kernel="tent")
 
@@ -122,8 +122,9 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
 
     1. `normalizer` turns ``L`` into class distributions over the patches
        ``q`` and class masses ``m``
-       (:class:`~dsolo_sk.LogitNormalizer`: non-maximum suppression, then
-       normalisation);
+       (:class:`~dsolo_sk.LogitNormalizer`: suppression of the classes
+       that win too few patches, per-class baseline, non-maximum
+       suppression, then normalisation);
     2. `discrepancy` scores every class at every patch,
        ``compute(q, affinity, mass) -> (N, P)``
        (:class:`~dsolo_sk.TransportVelocity`,
@@ -227,11 +228,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - discrepancy
          - upsampler
        * - ``velocity``
-         - ``LogitNormalizer()``
+         - ``LogitNormalizer(baseline="off")``
          - ``TransportVelocity()``
          - ``JointBilateralUpsampler("tent")``
        * - ``path``
-         - ``LogitNormalizer()``
+         - ``LogitNormalizer(nms=False)``
          - ``TransportPath()``
          - ``JointBilateralUpsampler("tent")``
        * - ``kl``

@@ -1,0 +1,157 @@
+"""Class-level suppression and per-class baselines of the normaliser."""
+
+import numpy as np
+import pytest
+import torch
+
+from dsolo_sk import LogitNormalizer
+from dsolo_sk.normalization import subtract_baseline, suppress_minor_classes
+
+
+def _logits(seed=0, n=6, p=50):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, p))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.05, 0.2, 0.5])
+def test_minor_classes_are_those_winning_few_patches(share):
+    L = _logits()
+    out = suppress_minor_classes(L, share)
+    wins = np.bincount(L.argmax(0), minlength=L.shape[0])
+    keep = (wins >= share * L.shape[1]) | (wins == wins.max())
+    assert keep.any()
+    np.testing.assert_array_equal(out[keep], L[keep])
+    assert np.all(np.isneginf(out[~keep]))
+
+
+def test_minor_class_test_reads_only_the_argmax():
+    # invariant to the scale, a global offset and a per-patch offset
+    L = _logits(1)
+    rng = np.random.default_rng(2)
+    moved = 37.0 * L - 5.0 + rng.normal(size=(1, L.shape[1]))
+    a = np.isinf(suppress_minor_classes(L, 0.15)).all(1)
+    b = np.isinf(suppress_minor_classes(moved, 0.15)).all(1)
+    np.testing.assert_array_equal(a, b)
+    assert a.any() and not a.all()
+
+
+def test_the_class_winning_most_patches_always_stays():
+    L = np.zeros((3, 10))
+    L[0, :4] = 1.0
+    L[1, 4:7] = 1.0
+    L[2, 7:] = 1.0
+    out = suppress_minor_classes(L, 0.99)
+    assert np.isfinite(out[0]).all()
+    assert np.isinf(out[1:]).all()
+
+
+def test_torch_gives_the_same_classes():
+    L = _logits(3)
+    a = suppress_minor_classes(L, 0.15)
+    b = suppress_minor_classes(torch.tensor(L), 0.15)
+    assert isinstance(b, torch.Tensor)
+    np.testing.assert_array_equal(a, b.numpy())
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan"), float("inf")])
+def test_min_share_is_validated(bad):
+    with pytest.raises(ValueError, match="min_share"):
+        suppress_minor_classes(_logits(), bad)
+    with pytest.raises(ValueError, match="min_share"):
+        LogitNormalizer(min_share=bad).normalize(_logits())
+
+
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.25, 0.5, 1.0])
+def test_baseline_is_the_quantile_of_the_finite_entries(q):
+    L = _logits(4, p=37)
+    L[1, :5] = -np.inf
+    L[3] = -np.inf
+    out = subtract_baseline(L, q)
+    assert np.array_equal(np.isfinite(out), np.isfinite(L))
+    for c in range(L.shape[0]):
+        ok = np.isfinite(L[c])
+        if ok.any():
+            np.testing.assert_allclose(
+                out[c, ok], L[c, ok] - np.quantile(L[c, ok], q))
+    t = subtract_baseline(torch.tensor(L), q).numpy()
+    np.testing.assert_allclose(np.where(np.isfinite(t), t, 0),
+                               np.where(np.isfinite(out), out, 0))
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, float("nan")])
+def test_baseline_is_validated(bad):
+    with pytest.raises(ValueError, match="baseline"):
+        LogitNormalizer(baseline=bad).normalize(_logits())
+
+
+@pytest.mark.parametrize("nms", [True, False])
+def test_a_baseline_makes_the_normaliser_blind_to_per_class_offsets(nms):
+    L = _logits(5)
+    rng = np.random.default_rng(6)
+    moved = 12.0 * L + rng.normal(scale=3.0, size=(L.shape[0], 1))
+    norm = LogitNormalizer(nms=nms, baseline=0.25)
+    q, m = norm.normalize(L)
+    q2, m2 = norm.normalize(moved)
+    np.testing.assert_allclose(q, q2, atol=1e-12)
+    np.testing.assert_allclose(m, m2, atol=1e-12)
+
+
+def test_dropped_classes_get_no_mass():
+    L = np.array([[1.0, 1.0, 1.0, 0.0],
+                  [0.0, 0.0, 0.0, 1.0],
+                  [0.5, 0.5, 0.5, 0.5]])
+    for norm in (LogitNormalizer(min_share=0.3),
+                 LogitNormalizer(min_share=0.3, nms=False, baseline=0.25),
+                 LogitNormalizer(min_share=0.3, method="softmax"),
+                 LogitNormalizer(min_share=0.3, method="contrast",
+                                 nms=False)):
+        q, m = norm.normalize(L)
+        assert m[0] > 0 and m[1] == 0 and m[2] == 0, norm
+        np.testing.assert_allclose(q[0].sum(), 1.0)
+
+
+def test_off_baseline_is_the_median_where_another_class_wins():
+    L = _logits(7, n=4, p=60)
+    L[2] = -np.inf
+    out = subtract_baseline(L, "off")
+    win = L.argmax(0)
+    for c in (0, 1, 3):
+        off = win != c
+        np.testing.assert_allclose(out[c], L[c] - np.median(L[c, off]))
+    assert np.isinf(out[2]).all()
+    t = subtract_baseline(torch.tensor(L), "off").numpy()
+    np.testing.assert_allclose(np.where(np.isfinite(t), t, 0),
+                               np.where(np.isfinite(out), out, 0))
+
+
+def test_off_baseline_does_not_cancel_a_class_covering_most_patches():
+    # class 0 covers 80 % of the patches, 1 above its level there; a
+    # median over all patches would cancel it, the level where it loses
+    # does not
+    rng = np.random.default_rng(8)
+    L = rng.normal(scale=0.1, size=(3, 100))
+    L[0, :80] += 1.0
+    L[1, 80:] += 1.0
+    L[0] += 0.5  # a class bias, half the signal
+    off = subtract_baseline(L, "off")
+    assert (off.argmax(0)[:80] == 0).mean() > 0.9
+    assert (off.argmax(0)[80:] == 1).mean() > 0.9
+    med = subtract_baseline(L, 0.5)
+    assert (med.argmax(0)[:80] == 0).mean() < 0.7
+
+
+def test_baselines_are_scale_free():
+    L = _logits(9)
+    for baseline in ("off", 0.25):
+        np.testing.assert_allclose(subtract_baseline(25.0 * L - 3.0,
+                                                     baseline),
+                                   25.0 * subtract_baseline(L, baseline),
+                                   atol=1e-9)
+
+
+def test_spread_leaves_out_suppressed_entries():
+    from dsolo_sk.normalization import logit_spread
+
+    L = _logits(11)
+    with_dropped = np.vstack([L, np.full((2, L.shape[1]), -np.inf)])
+    assert logit_spread(with_dropped) == pytest.approx(logit_spread(L))
