@@ -1,13 +1,13 @@
 """The method's ablation and the choice between readings, on scene families.
 
-Run ``python benchmarks/synthetic.py [--scenes N] [--size PX] [--quick]
-[--families F ...] [--save]``. For every scene family of
+Run ``python benchmarks/synthetic.py [--scenes N] [--seeds S ...]
+[--size PX] [--quick] [--tables WORD ...] [--families F ...] [--save]``. For every scene family of
 :func:`dsolo_sk.datasets.make_scene_family` (Voronoi, background-dominant,
 many-class, street, texture-only; colour-position, transformer-like,
 sink-token and noisy affinities; logit scale, offset, bias, leakage, noise
 and confusion drawn per scene over a range) and for the original generator
 :func:`dsolo_sk.datasets.make_scenes` (family ``generated``), it generates
-``N`` scenes and prints
+``N`` scenes per seed (the scenes of several seeds are pooled) and prints
 
 1. the paper's ablation, one column per family: raw logits, +KL, +NMS,
    +JBU, path, velocity, and the plain Markov diffusion yardstick, then
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 
 from dsolo_sk import (DirectSegmenter, InterpolationUpsampler,
                       JointBilateralUpsampler, KLDiscrepancy, LogitNormalizer,
@@ -55,53 +56,64 @@ def seg(mode="velocity", **parts):
 
 ABLATION = [
     ("I   raw logits (bilinear)", seg("raw", upsampler=BILINEAR)),
-    ("II  + KL (no NMS, bilinear)",
-     seg("kl", normalizer=LogitNormalizer(nms=False), upsampler=BILINEAR)),
-    ("III + NMS (bilinear)", seg("kl", upsampler=BILINEAR)),
+    ("II  + KL (no suppression, bilinear)",
+     seg("kl", normalizer=LogitNormalizer(nms=False, min_share=0.0),
+         upsampler=BILINEAR)),
+    ("III + NMS (class and patch, bilinear)", seg("kl", upsampler=BILINEAR)),
     ("IV  + JBU", seg("kl")),
     ("V   + optimal transport path", seg("path")),
     ("VI  + maximum transport velocity", seg("velocity")),
     ("    plain Markov diffusion (5 steps)",
      seg(discrepancy=TransportVelocity(score="steps"))),
+    ("    velocity without patch NMS (tau stops at 1)",
+     seg(normalizer=LogitNormalizer(nms=False, baseline="off"))),
     ("    plain diffusion of class contrast (5 st.)",
      seg(discrepancy=TransportVelocity(score="steps"), normalizer=CONTRAST)),
 ]
 
 
-def _normalizers(fill):
-    out = []
+def _normalizers(mode):
+    """Readings of the normalisation, one parameter at a time from `mode`'s
+    default normaliser: class-level suppression, per-class baseline,
+    patch-level suppression and its fill, the weights and their scope."""
+    from dsolo_sk.segmenters import _default_parts
+
+    base = _default_parts(mode)[0]
+
+    def var(**params):
+        return clone(base).set_params(**params)
+
+    out = [(f"class share {v}", var(min_share=v))
+           for v in (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)]
+    out += [(f"baseline {v}", var(baseline=v)) for v in (None, 0.1, 0.25,
+                                                         0.5)]
+    out += [("patch NMS off", var(nms=False)),
+            ("patch NMS, fill zero", var(nms=True, nms_fill="zero")),
+            ("patch NMS, fill min", var(nms=True, nms_fill="min"))]
     for over in ("image", "class"):
-        out.append((f"l1, over {over}", LogitNormalizer(nms_fill=fill,
-                                                        over=over)))
-        out.append((f"zscore, over {over}",
-                    LogitNormalizer(nms_fill=fill, method="zscore",
-                                    over=over)))
+        out.append((f"l1, over {over}", var(method="l1", over=over)))
+        out.append((f"zscore, over {over}", var(method="zscore", over=over)))
         for t in (0.5, 1.0, 2.0):
-            out.append((f"softmax T={t} spread, over {over}", LogitNormalizer(
-                nms_fill=fill, method="softmax", temperature=t,
-                temperature_unit="spread", over=over)))
+            out.append((f"softmax T={t} spread, over {over}", var(
+                method="softmax", temperature=t, temperature_unit="spread",
+                over=over)))
     for t in (0.5, 1.0, 2.0):
-        out.append((f"no NMS, contrast T={t} spread", LogitNormalizer(
-            nms=False, method="contrast", temperature=t,
-            temperature_unit="spread")))
+        out.append((f"contrast T={t} spread", var(
+            method="contrast", temperature=t, temperature_unit="spread")))
     out.append(("softmax T=0.01 logit, over image",
-                LogitNormalizer(nms_fill=fill, method="softmax",
-                                temperature=0.01)))
-    out.append(("no NMS, l1, over image", LogitNormalizer(nms=False)))
-    out.append(("NMS fill zero, l1, over image", LogitNormalizer()))
-    out.append(("NMS fill min, l1, over image",
-                LogitNormalizer(nms_fill="min")))
+                var(method="softmax", temperature=0.01)))
+    out.append(("no suppression at all (paper's row II)",
+                var(nms=False, min_share=0.0, baseline=None)))
     return out
 
 
 def _readings():
     """(title, [(label, factory)]) of every ambiguous step."""
     tables = []
-    for mode, disc, fill in (("velocity", TransportVelocity(), "zero"),
-                             ("path", TransportPath(), "zero")):
-        tables.append((f"{mode}: normalisation and NMS", [
-            (label, seg(discrepancy=disc, normalizer=norm))
-            for label, norm in _normalizers(fill)]))
+    for mode in ("velocity", "path", "kl"):
+        tables.append((f"{mode}: normalisation and suppression", [
+            (label, seg(mode, normalizer=norm))
+            for label, norm in _normalizers(mode)]))
     tables.append(("path: score, cost and balance", [
         (f"score {s}, cost {c}, balance {b}",
          seg(discrepancy=TransportPath(score=s, cost=c, balance=b)))
@@ -236,7 +248,14 @@ def main(argv=None):
                         help="scenes per family (default 4)")
     parser.add_argument("--size", type=int, default=448,
                         help="image side in pixels, a multiple of 16")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=(0,),
+                        metavar="SEED",
+                        help="seeds of the scenes; the scenes of all seeds "
+                             "are pooled in each family (default 0)")
+    parser.add_argument("--tables", nargs="+", default=None,
+                        metavar="WORD",
+                        help="only the reading tables whose title holds "
+                             "one of these words (e.g. normalisation)")
     parser.add_argument("--families", nargs="+",
                         default=("generated",) + tuple(SCENE_FAMILIES),
                         choices=("generated",) + tuple(SCENE_FAMILIES),
@@ -262,24 +281,33 @@ def main(argv=None):
         t0 = time.perf_counter()
         families = {}
         for name in args.families:
-            if name == "generated":
-                families[name] = make_scenes(
-                    n_scenes=args.scenes, n_classes=15,
-                    image_size=args.size, random_state=args.seed)
-            else:
-                families[name] = make_scene_family(
-                    name, n_scenes=args.scenes, image_size=args.size,
-                    random_state=args.seed)
-        print(f"{args.scenes} scenes per family, {args.size} x {args.size} "
-              f"pixels, {args.size // 16} x {args.size // 16} patches, seed "
-              f"{args.seed}; generated in {time.perf_counter() - t0:.1f} s. "
+            X, y = [], []
+            for seed in args.seeds:
+                if name == "generated":
+                    Xs, ys = make_scenes(
+                        n_scenes=args.scenes, n_classes=15,
+                        image_size=args.size, random_state=seed)
+                else:
+                    Xs, ys = make_scene_family(
+                        name, n_scenes=args.scenes, image_size=args.size,
+                        random_state=seed)
+                X += Xs
+                y += ys
+            families[name] = (X, y)
+        seeds = " ".join(str(s) for s in args.seeds)
+        print(f"{args.scenes} scenes per family and seed, {args.size} x "
+              f"{args.size} pixels, {args.size // 16} x {args.size // 16} "
+              f"patches, seeds {seeds}; generated in "
+              f"{time.perf_counter() - t0:.1f} s. "
               "mIoU (%) per family; worst and mean: gain over raw logits; "
               "* marks the default.")
         bench = Bench(families)
         bench.table("Ablation", ABLATION)
         if not args.quick:
             for title, rows in _readings():
-                bench.table(title, rows)
+                if args.tables is None or any(w in title
+                                              for w in args.tables):
+                    bench.table(title, rows)
         stage_times(bench)
     if args.save:
         RESULTS.mkdir(exist_ok=True)
