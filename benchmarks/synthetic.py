@@ -65,8 +65,10 @@ ABLATION = [
     ("VI  + maximum transport velocity", seg("velocity")),
     ("    plain Markov diffusion (5 steps)",
      seg(discrepancy=TransportVelocity(score="steps"))),
-    ("    velocity without patch NMS (tau stops at 1)",
-     seg(normalizer=LogitNormalizer(nms=False, baseline="off"))),
+    ("    velocity with patch NMS",
+     seg(normalizer=LogitNormalizer(baseline="off"))),
+    ("    plain Markov diffusion (1 step)",
+     seg(discrepancy=TransportVelocity(score="steps", n_steps=1))),
     ("    plain diffusion of class contrast (5 st.)",
      seg(discrepancy=TransportVelocity(score="steps"), normalizer=CONTRAST)),
 ]
@@ -141,7 +143,7 @@ def _readings():
          seg(discrepancy=TransportVelocity(), normalizer=CONTRAST))]))
     tables.append(("velocity: tau", [
         (f"tau {t}", seg(discrepancy=TransportVelocity(tau=t)))
-        for t in (0.03, 0.1, 0.3, 1.0, 3.0)]))
+        for t in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)]))
     tables.append(("kl: direction and scope", [
         (f"{d}, over {o}", seg(discrepancy=KLDiscrepancy(d),
                                normalizer=LogitNormalizer(over=o)))

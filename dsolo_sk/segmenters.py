@@ -57,8 +57,8 @@ def _default_parts(kind):
         return (LogitNormalizer(nms=False), TransportPath(),
                 JointBilateralUpsampler(kernel="tent"))
     if kind == "velocity":
-        return (LogitNormalizer(baseline="off"), TransportVelocity(),
-                JointBilateralUpsampler(kernel="tent"))
+        return (LogitNormalizer(nms=False, baseline="off"),
+                TransportVelocity(), JointBilateralUpsampler(kernel="tent"))
     return LogitNormalizer(), None, JointBilateralUpsampler(kernel="tent")
 
 
@@ -228,7 +228,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - discrepancy
          - upsampler
        * - ``velocity``
-         - ``LogitNormalizer(baseline="off")``
+         - ``LogitNormalizer(nms=False, baseline="off")``
          - ``TransportVelocity()``
          - ``JointBilateralUpsampler("tent")``
        * - ``path``

@@ -48,7 +48,8 @@ print(X[0])
 
 steps = [
     ("I raw logits", dict(mode="raw", upsampler=InterpolationUpsampler())),
-    ("II + KL", dict(mode="kl", normalizer=LogitNormalizer(nms=False),
+    ("II + KL", dict(mode="kl",
+                     normalizer=LogitNormalizer(nms=False, min_share=0.0),
                      upsampler=InterpolationUpsampler())),
     ("III + NMS", dict(mode="kl", upsampler=InterpolationUpsampler())),
     ("IV + JBU", dict(mode="kl")),
