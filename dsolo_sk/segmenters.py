@@ -54,8 +54,8 @@ def _default_parts(kind):
         return (LogitNormalizer(), KLDiscrepancy(),
                 JointBilateralUpsampler(kernel="gaussian"))
     if kind == "path":
-        return (LogitNormalizer(nms=False), TransportPath(),
-                JointBilateralUpsampler(kernel="tent"))
+        return (LogitNormalizer(), TransportPath(),
+                JointBilateralUpsampler(kernel="gaussian"))
     if kind == "velocity":
         return (LogitNormalizer(nms=False, baseline="off"),
                 TransportVelocity(), JointBilateralUpsampler(kernel="tent"))
@@ -232,9 +232,9 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - ``TransportVelocity()``
          - ``JointBilateralUpsampler("tent")``
        * - ``path``
-         - ``LogitNormalizer(nms=False)``
+         - ``LogitNormalizer()``
          - ``TransportPath()``
-         - ``JointBilateralUpsampler("tent")``
+         - ``JointBilateralUpsampler("gaussian")``
        * - ``kl``
          - ``LogitNormalizer()``
          - ``KLDiscrepancy()``

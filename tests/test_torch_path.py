@@ -302,6 +302,19 @@ def _quiet():
         yield
 
 
+def _same_labels_but_ties(labels, scores, atol):
+    """The labels are the argmax of the numpy path's `scores`, except at
+    pixels where the two classes' scores tie within `atol` (float32
+    rounding of the two backends may order an exact tie either way)."""
+    ref = scores.argmax(0)
+    diff = labels != ref
+    assert diff.mean() <= 1e-3, diff.mean()
+    rows, cols = np.nonzero(diff)
+    gap = scores[ref[rows, cols], rows, cols] - scores[labels[rows, cols],
+                                                       rows, cols]
+    assert np.all(gap <= atol), gap.max()
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_raw_images_torch_path_equals_numpy_path(tiny_clip, sd, raw_images,
@@ -323,7 +336,7 @@ def test_raw_images_torch_path_equals_numpy_path(tiny_clip, sd, raw_images,
         scale = float(np.abs(a.values).max())
         np.testing.assert_allclose(b.values, a.values, rtol=0,
                                    atol=1e-5 * scale)
-        np.testing.assert_array_equal(lab, a.values.argmax(0))
+        _same_labels_but_ties(lab, a.values, 1e-5 * scale)
 
 
 def test_raw_images_torch_path_score_equals_numpy_path(tiny_clip, sd,
@@ -336,7 +349,8 @@ def test_raw_images_torch_path_score_equals_numpy_path(tiny_clip, sd,
         ref = DirectSegmenter(**params).score(raw_images, masks)
         got = DirectSegmenter(backend="torch", **params).score(raw_images,
                                                               masks)
-    assert got == ref
+    # equal but for a pixel whose two best scores tie to float32 rounding
+    assert got == pytest.approx(ref, abs=1e-3)
     # a mask of the wrong size is refused before any model runs
     bad = masks[:-1] + [np.zeros((3, 3), int)]
     seg = DirectSegmenter(backend="torch", **params)
