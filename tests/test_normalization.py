@@ -155,3 +155,30 @@ def test_spread_leaves_out_suppressed_entries():
     L = _logits(11)
     with_dropped = np.vstack([L, np.full((2, L.shape[1]), -np.inf)])
     assert logit_spread(with_dropped) == pytest.approx(logit_spread(L))
+
+
+@pytest.mark.parametrize("mode", ["kl", "path", "velocity"])
+def test_an_absent_class_winning_scattered_patches_is_never_predicted(mode):
+    from dsolo_sk import DirectSegmenter
+    from dsolo_sk.datasets import make_scenes
+    from dsolo_sk.features import from_arrays
+
+    X, _ = make_scenes(n_scenes=1, n_classes=6, image_size=192,
+                       random_state=0)
+    ds = X[0]
+    L = ds["logits"].values.astype(np.float64)
+    n, rows, cols = L.shape
+    # an extra class, far below the others but for 1 % of the patches,
+    # scattered, where noise lifts it to the top
+    extra = np.full((1, rows, cols), L.min() - 1.0)
+    rng = np.random.default_rng(0)
+    spots = rng.choice(rows * cols, max(1, rows * cols // 100),
+                       replace=False)
+    extra.reshape(-1)[spots] = L.max() + 1.0
+    moved = from_arrays(np.concatenate([L, extra]).astype(np.float32),
+                        ds["affinity"].values, ds["image"].values,
+                        [str(c) for c in ds["class"].values] + ["extra"])
+    labels = DirectSegmenter(mode=mode, progress=False).predict([moved])[0]
+    assert not np.any(labels == n)
+    # without the class-level suppression the raw argmax keeps it
+    assert np.any(moved["logits"].values.argmax(0) == n)
