@@ -102,6 +102,27 @@ def logit_spread(logits):
     return spread if spread > 0 and np.isfinite(spread) else 1.0
 
 
+def _winners(logits):
+    """The (N, P) boolean mask of each patch's top class; the first maximum
+    wins a tie, as with numpy's argmax (numpy or torch, on its device)."""
+    nx = get_backend(logits)
+    win = nx.argmax(logits, axis=0)
+    return nx.arange(logits.shape[0], type_as=win)[:, None] == win[None, :]
+
+
+def _check_min_share(min_share):
+    check_scalar(min_share, "min_share", min_val=0, max_val=1,
+                 include_max=False, unit="(share of the patches)")
+
+
+def _check_baseline(baseline):
+    if isinstance(baseline, str):
+        check_option(baseline, "baseline", BASELINES)
+    else:
+        check_scalar(baseline, "baseline", min_val=0, max_val=1,
+                     unit="(quantile over the patches)")
+
+
 def suppress_non_maximum(logits, fill="zero"):
     """Keep, at every patch, only the logit of the winning class.
 
@@ -132,9 +153,7 @@ def suppress_non_maximum(logits, fill="zero"):
     if not hasattr(logits, "detach"):  # numpy, or a list: numpy
         logits = np.asarray(logits)
     nx = get_backend(logits)
-    win = nx.argmax(logits, axis=0)
-    # the first maximum wins a tie, as with numpy's argmax
-    keep = nx.arange(logits.shape[0], type_as=win)[:, None] == win[None, :]
+    keep = _winners(logits)
     if fill == "zero":
         other = nx.full(logits.shape, -np.inf, type_as=logits)
     else:
@@ -189,16 +208,13 @@ def suppress_minor_classes(logits, min_share):
            [-inf, -inf, -inf, -inf],
            [-inf, -inf, -inf, -inf]])
     """
-    check_scalar(min_share, "min_share", min_val=0, max_val=1,
-                 include_max=False)
+    _check_min_share(min_share)
     if not hasattr(logits, "detach"):  # numpy, or a list: numpy
         logits = np.asarray(logits)
     if min_share == 0:
         return logits
     nx = get_backend(logits)
-    win = nx.argmax(logits, axis=0)
-    wins = nx.arange(logits.shape[0], type_as=win)[:, None] == win[None, :]
-    count = nx.sum(_as_float64(wins), 1)
+    count = nx.sum(_as_float64(_winners(logits)), 1)
     keep = (count >= min_share * logits.shape[1]) | (count == nx.max(count))
     return nx.where(keep[:, None], logits,
                     nx.full(logits.shape, -np.inf, type_as=logits))
@@ -260,20 +276,17 @@ def subtract_baseline(logits, baseline):
     array([[0.1, 0. , 0. , 0. ],
            [0. , 0. , 0. , 0.4]])
     """
-    if isinstance(baseline, str):
-        check_option(baseline, "baseline", BASELINES)
-    else:
-        check_scalar(baseline, "baseline", min_val=0, max_val=1)
+    _check_baseline(baseline)
     logits = _as_float64(logits)
     nx = get_backend(logits)
     finite = nx.isfinite(logits)
     if isinstance(baseline, str):  # "off"
-        win = nx.argmax(logits, axis=0)
-        own = nx.arange(logits.shape[0], type_as=win)[:, None] == win[None, :]
-        off = finite & ~own
+        off = finite & ~_winners(logits)
         level = _masked_quantile(logits, off, 0.5)
-        everywhere = _masked_quantile(logits, finite, 0.5)
-        level = nx.where(nx.sum(_as_float64(off), 1) > 0, level, everywhere)
+        lonely = nx.sum(_as_float64(off), 1) == 0  # wins every patch
+        if bool(nx.any(lonely)):
+            level = nx.where(lonely, _masked_quantile(logits, finite, 0.5),
+                             level)
     else:
         level = _masked_quantile(logits, finite, baseline)
     return nx.where(finite, logits - level[:, None], logits)
@@ -285,12 +298,12 @@ def _masked_quantile(values, mask, q):
     Written with sorting and gathering, so that torch tensors stay on
     their device (POT's backend has no masked quantile)."""
     nx = get_backend(values)
-    p = values.shape[1]
     srt = nx.sort(nx.where(mask, values, np.inf), axis=1)  # kept ones first
     n = nx.sum(_as_float64(mask), 1)
-    pos = nx.minimum(q * nx.maximum(n - 1, 0.0), p - 1.0)
+    last = nx.maximum(n - 1, 0.0)
+    pos = q * last
     lo = nx.floor(pos)
-    hi = nx.minimum(lo + 1, nx.maximum(n - 1, 0.0))
+    hi = nx.minimum(lo + 1, last)
     v_lo, v_hi = _gather(srt, lo), _gather(srt, hi)
     v_lo = nx.where(nx.isfinite(v_lo), v_lo, 0.0)
     v_hi = nx.where(nx.isfinite(v_hi), v_hi, 0.0)
@@ -473,9 +486,10 @@ class LogitNormalizer(BaseEstimator):
     1. class-level suppression (`min_share` > 0): the classes that are the
        top class at fewer than ``min_share * P`` patches are dropped
        (:func:`suppress_minor_classes`);
-    2. a per-class baseline (`baseline` not None): each class's
-       `baseline`-quantile over the patches is subtracted
-       (:func:`subtract_baseline`), so that a per-class offset cancels;
+    2. a per-class baseline (`baseline` not None): each class's own level
+       (``"off"``: its median where another class wins; a number: that
+       quantile over the patches) is subtracted (:func:`subtract_baseline`),
+       so that a per-class offset cancels;
     3. patch-level suppression (`nms`): every patch keeps only its winning
        class's logit (:func:`suppress_non_maximum`, the losers get
        `nms_fill`);
@@ -573,13 +587,9 @@ class LogitNormalizer(BaseEstimator):
         check_option(self.over, "over", NORMALIZE_OVER)
         check_option(self.temperature_unit, "temperature_unit",
                      TEMPERATURE_UNITS)
-        check_scalar(self.min_share, "min_share", min_val=0, max_val=1,
-                     include_max=False, unit="(share of the patches)")
-        if isinstance(self.baseline, str):
-            check_option(self.baseline, "baseline", BASELINES)
-        elif self.baseline is not None:
-            check_scalar(self.baseline, "baseline", min_val=0, max_val=1,
-                         unit="(quantile over the patches)")
+        _check_min_share(self.min_share)
+        if self.baseline is not None:
+            _check_baseline(self.baseline)
 
     def normalize(self, logits):
         """Class distributions and masses of one image's logits.
