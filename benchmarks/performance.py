@@ -124,12 +124,16 @@ def _path_problem(image_size=448):
     ds = X[0]
     n = ds.sizes["class"]
     logits = ds["logits"].values.reshape(n, -1).astype(np.float32)
-    q, mass = normalizer.normalize(logits)
+    affinity = ds["affinity"].values.astype(np.float64)
+    if getattr(normalizer, "requires_affinity", False):
+        q, mass = normalizer.normalize(logits, affinity)
+    else:
+        q, mass = normalizer.normalize(logits)
     # the segmenter's rule: a mass that underflows float32 is no mass
     keep = np.asarray(mass) >= np.finfo(np.float32).tiny
     return (np.asarray(q, dtype=np.float64)[keep],
             np.asarray(mass, dtype=np.float64)[keep],
-            ds["affinity"].values.astype(np.float64), path)
+            affinity, path)
 
 
 def _plans(log_u, log_v, cost, reg):

@@ -140,10 +140,13 @@ def post_stages(ds, mode, backend, device, repeats):
     norm, disc, up = parts = seg._parts()
     flat = seg._device_array(ds["logits"].values)
     flat = flat.reshape(flat.shape[0], -1)
+    args = (flat,)
+    if getattr(norm, "requires_affinity", False):
+        args = (flat, seg._device_array(ds["affinity"].values))
     patch = seg._patch_scores(ds, parts)
     maps = seg._upsample(patch, ds, parts)
     out = {
-        "normalize": timeit(lambda: norm.normalize(flat), device, repeats),
+        "normalize": timeit(lambda: norm.normalize(*args), device, repeats),
         # the discrepancy with the normalisation it needs, less the latter
         "discrepancy": timeit(lambda: seg._patch_scores(ds, parts), device,
                               repeats),

@@ -71,6 +71,8 @@ ABLATION = [
      seg(discrepancy=TransportVelocity(score="steps", n_steps=1))),
     ("    plain diffusion of class contrast (5 st.)",
      seg(discrepancy=TransportVelocity(score="steps"), normalizer=CONTRAST)),
+    ("    path with patch NMS, argmax presence",
+     seg("path", normalizer=LogitNormalizer())),
 ]
 
 
@@ -87,6 +89,8 @@ def _normalizers(mode):
 
     out = [(f"class share {v}", var(min_share=v))
            for v in (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)]
+    out += [(f"class presence {v}", var(presence=v))
+            for v in ("argmax", "diffused")]
     out += [(f"baseline {v}", var(baseline=v)) for v in (None, 0.1, 0.25,
                                                          0.5)]
     out += [("patch NMS off", var(nms=False)),
@@ -120,10 +124,7 @@ def _readings():
         (f"score {s}, cost {c}, balance {b}",
          seg(discrepancy=TransportPath(score=s, cost=c, balance=b)))
         for b in ("row", "ipf") for c in ("linear", "neglog")
-        for s in ("potential", "transport", "cost")] + [
-        ("score potential, cost linear, balance ipf, NMS fill min",
-         seg(discrepancy=TransportPath(),
-             normalizer=LogitNormalizer(nms_fill="min")))]))
+        for s in ("potential", "transport", "cost")]))
     tables.append(("path: epsilon and iterations", [
         (f"epsilon {e}, {n} iterations",
          seg(discrepancy=TransportPath(epsilon=e, n_iter=n)))

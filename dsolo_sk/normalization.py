@@ -23,15 +23,18 @@ The accepted values of the ``method``, ``fill`` and ``over`` options:
 """
 
 import numpy as np
+import scipy.sparse as sp
 from ot.backend import get_backend
 from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
+from .transport import doubly_stochastic_scaling, markov_step, repair_affinity
 
 __all__ = ["LogitNormalizer", "suppress_non_maximum", "suppress_minor_classes",
-           "subtract_baseline", "normalize_logits", "class_contrast",
+           "suppress_scattered_classes", "subtract_baseline", "normalize_logits", "class_contrast",
            "logit_spread", "NORMALIZATIONS", "NORMALIZER_METHODS",
-           "NMS_FILLS", "NORMALIZE_OVER", "TEMPERATURE_UNITS", "BASELINES"]
+           "NMS_FILLS", "NORMALIZE_OVER", "TEMPERATURE_UNITS", "BASELINES",
+           "PRESENCE_TESTS"]
 
 #: The values of `method` of :func:`normalize_logits`.
 NORMALIZATIONS = ("softmax", "l1", "zscore")
@@ -44,6 +47,9 @@ NMS_FILLS = ("zero", "min")
 NORMALIZE_OVER = ("image", "class")
 #: The values of `temperature_unit` of :class:`LogitNormalizer`.
 TEMPERATURE_UNITS = ("logit", "spread")
+#: The values of `presence` of :class:`LogitNormalizer`: how the class-level
+#: suppression counts the patches a class wins.
+PRESENCE_TESTS = ("argmax", "diffused")
 
 
 def _as_float64(x):
@@ -216,6 +222,123 @@ def suppress_minor_classes(logits, min_share):
     nx = get_backend(logits)
     count = nx.sum(_as_float64(_winners(logits)), 1)
     keep = (count >= min_share * logits.shape[1]) | (count == nx.max(count))
+    return nx.where(keep[:, None], logits,
+                    nx.full(logits.shape, -np.inf, type_as=logits))
+
+
+def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
+    """Drop the classes whose wins do not survive one step over the affinity.
+
+    The second stage of the class-level suppression
+    (``LogitNormalizer(presence="diffused")``). The class ratios
+    :math:`f_c = P m_c q_c` (the class measures over the uniform
+    distribution) take one step of the Markov chain of the affinity,
+    balanced to a doubly stochastic :math:`T = \\mathrm{diag}(r) A
+    \\mathrm{diag}(c)` by iterative proportional fitting
+    (:func:`dsolo_sk.transport.doubly_stochastic_scaling`):
+
+    .. math::
+
+        g_c = f_c T, \\qquad
+        n_c = \\#\\{i : c = \\arg\\max_k g_{ki}\\},
+
+    and every class with :math:`n_c < \\mathrm{min\\_share} \\cdot P`
+    gets ``-inf`` everywhere. The class that wins the most patches of
+    :math:`g` always stays, and a class already dropped (all ``-inf``)
+    stays dropped.
+
+    A present class wins a region, which one step of averaging over the
+    patches it attends to keeps; an absent class lifted by noise or by a
+    confusion wins scattered patches, and each of them is outvoted by its
+    neighbours. Counting wins after the step therefore separates the two
+    better than the per-patch argmax of :func:`suppress_minor_classes`,
+    which this stage follows. The ratios are scale-free when `ratio` is
+    (they come from the normalised distributions), and the balanced chain
+    divides a sink patch's column away, so that a few patches every row
+    attends to move the count little.
+
+    Parameters
+    ----------
+    logits : array of shape (N, P)
+        Class logits per patch (numpy or torch), possibly ``-inf``; only
+        the rows that are all ``-inf`` (classes already dropped) are read.
+    ratio : array of shape (N, P)
+        Non-negative class ratios :math:`f_c` (same kind as `logits`).
+    affinity : array of shape (P, P)
+        Non-negative affinity between patches: numpy, a torch tensor on
+        the device of `logits`, or a :mod:`scipy.sparse` matrix (numpy
+        only).
+    min_share : float in [0, 1)
+        The smallest share of the patches a class must win after the step
+        to stay. 0 keeps every class.
+    n_iter : int, default=15
+        Iterations of the proportional fitting.
+
+    Returns
+    -------
+    logits : array of shape (N, P)
+        Same kind and device as `logits`; the dropped classes' rows are
+        ``-inf``.
+
+    See Also
+    --------
+    suppress_minor_classes : The first stage, on the per-patch argmax.
+
+    Examples
+    --------
+    Two regions of two patches each. Class 2 wins one patch of each region
+    by a small margin, and loses both once each patch is averaged with its
+    neighbour:
+
+    >>> import numpy as np
+    >>> from dsolo_sk.normalization import suppress_scattered_classes
+    >>> A = np.kron(np.eye(2), np.ones((2, 2)))
+    >>> f = np.array([[2.0, 1.4, 0.0, 0.0],
+    ...               [0.0, 0.0, 1.6, 2.0],
+    ...               [0.0, 1.5, 1.7, 0.0]])
+    >>> L = np.log1p(f)
+    >>> L.argmax(0)                      # class 2 wins half the patches
+    array([0, 2, 2, 1])
+    >>> suppress_scattered_classes(L, f, A, 0.25).max(1) == -np.inf
+    array([False, False,  True])
+    """
+    _check_min_share(min_share)
+    if not hasattr(logits, "detach"):  # numpy, or a list: numpy
+        logits = np.asarray(logits)
+    if min_share == 0:
+        return logits
+    nx = get_backend(logits)
+    n, p = logits.shape
+    ratio = _as_float64(ratio)
+    if tuple(ratio.shape) != (n, p):
+        raise ValueError(
+            f"ratio must have the shape of the logits {(n, p)}, got "
+            f"{tuple(ratio.shape)}."
+        )
+    if sp.issparse(affinity):
+        if nx.__name__ != "numpy":
+            raise TypeError("a scipy.sparse affinity needs numpy logits.")
+        affinity = sp.csr_array(affinity).astype(np.float64)
+    else:
+        if not hasattr(affinity, "detach") or nx.__name__ != "torch":
+            affinity = nx.from_numpy(np.asarray(affinity, dtype=np.float64),
+                                     type_as=ratio)
+        affinity = _as_float64(affinity)
+    if tuple(affinity.shape) != (p, p):
+        raise ValueError(
+            f"affinity must have shape (n_patches, n_patches) = {(p, p)}, "
+            f"got {tuple(affinity.shape)}."
+        )
+    data = affinity.data if sp.issparse(affinity) else affinity
+    if bool(nx.any(~nx.isfinite(data))) or bool(nx.any(data < 0)):
+        raise ValueError("affinity must be finite and non-negative.")
+    affinity = repair_affinity(affinity)
+    r, c = doubly_stochastic_scaling(affinity, n_iter)
+    g = markov_step(ratio, affinity, r, c)
+    alive = nx.sum(_as_float64(nx.isfinite(logits)), 1) > 0
+    g = nx.where(alive[:, None], g, nx.full(g.shape, -np.inf, type_as=g))
+    count = nx.sum(_as_float64(_winners(g)), 1)
+    keep = alive & ((count >= min_share * p) | (count == nx.max(count)))
     return nx.where(keep[:, None], logits,
                     nx.full(logits.shape, -np.inf, type_as=logits))
 
@@ -485,7 +608,11 @@ class LogitNormalizer(BaseEstimator):
 
     1. class-level suppression (`min_share` > 0): the classes that are the
        top class at fewer than ``min_share * P`` patches are dropped
-       (:func:`suppress_minor_classes`);
+       (:func:`suppress_minor_classes`); with ``presence="diffused"`` the
+       classes left must also win that share of the patches after one
+       step of the class ratios over the affinity
+       (:func:`suppress_scattered_classes`, on the result of steps 2-4),
+       and steps 2-4 run again without the classes it drops;
     2. a per-class baseline (`baseline` not None): each class's own level
        (``"off"``: its median where another class wins; a number: that
        quantile over the patches) is subtracted (:func:`subtract_baseline`),
@@ -547,6 +674,21 @@ class LogitNormalizer(BaseEstimator):
         of the class's logits where another class wins; a number, that
         quantile of its logits over all the patches. None subtracts
         nothing. It cancels per-class offsets (a class name's bias).
+    presence : {"argmax", "diffused"}, default="argmax"
+        How the class-level suppression counts a class's patches:
+        ``"argmax"``, where the class is the top class of the logits only;
+        ``"diffused"``, also where it is the top class of its ratio
+        :math:`f_c = P m_c q_c` after one step of the Markov chain of the
+        affinity (:func:`suppress_scattered_classes`), which outvotes the
+        scattered patches an absent class wins by noise. ``"diffused"``
+        reads the affinity: :meth:`normalize` must get it, and
+        :attr:`requires_affinity` is true.
+
+    Attributes
+    ----------
+    requires_affinity : bool
+        Whether :meth:`normalize` needs the affinity (``presence=
+        "diffused"``); :class:`~dsolo_sk.DirectSegmenter` passes it then.
 
     See Also
     --------
@@ -567,7 +709,7 @@ class LogitNormalizer(BaseEstimator):
 
     def __init__(self, nms=True, nms_fill="zero", method="l1",
                  temperature=0.01, over="image", temperature_unit="logit",
-                 min_share=0.03, baseline=None):
+                 min_share=0.03, baseline=None, presence="argmax"):
         self.nms = nms
         self.nms_fill = nms_fill
         self.method = method
@@ -576,6 +718,12 @@ class LogitNormalizer(BaseEstimator):
         self.temperature_unit = temperature_unit
         self.min_share = min_share
         self.baseline = baseline
+        self.presence = presence
+
+    @property
+    def requires_affinity(self):
+        """Whether :meth:`normalize` reads the affinity."""
+        return self.presence == "diffused"
 
     def _validate_params(self):
         if not isinstance(self.nms, (bool, np.bool_)):
@@ -590,8 +738,9 @@ class LogitNormalizer(BaseEstimator):
         _check_min_share(self.min_share)
         if self.baseline is not None:
             _check_baseline(self.baseline)
+        check_option(self.presence, "presence", PRESENCE_TESTS)
 
-    def normalize(self, logits):
+    def normalize(self, logits, affinity=None):
         """Class distributions and masses of one image's logits.
 
         Parameters
@@ -599,6 +748,10 @@ class LogitNormalizer(BaseEstimator):
         logits : array of shape (N, P)
             Class logits per patch: numpy, or a torch tensor on any device
             (the same code runs, through POT's backend).
+        affinity : array of shape (P, P), optional
+            The affinity between the patches, needed (and only read) with
+            ``presence="diffused"``: numpy, a torch tensor on the device
+            of `logits`, or a :mod:`scipy.sparse` matrix (numpy only).
 
         Returns
         -------
@@ -616,8 +769,27 @@ class LogitNormalizer(BaseEstimator):
                 f"logits must have shape (n_classes, n_patches), got "
                 f"{logits.shape}."
             )
+        if self.presence == "diffused" and affinity is None:
+            raise ValueError(
+                "LogitNormalizer(presence='diffused') reads the affinity: "
+                "call normalize(logits, affinity)."
+            )
         if self.min_share > 0:
             logits = suppress_minor_classes(logits, self.min_share)
+        q, mass = self._weights(logits)
+        if self.presence == "diffused" and self.min_share > 0:
+            nx = get_backend(q)
+            ratio = q * (q.shape[1] * mass)[:, None]
+            kept = suppress_scattered_classes(logits, ratio, affinity,
+                                              self.min_share)
+            alive = nx.sum(_as_float64(nx.isfinite(logits)), 1)
+            still = nx.sum(_as_float64(nx.isfinite(kept)), 1)
+            if bool(nx.any((alive > 0) & (still == 0))):
+                q, mass = self._weights(kept)
+        return q, mass
+
+    def _weights(self, logits):
+        """Steps 2-4: the baseline, patch-level suppression, weights."""
         if self.baseline is not None:
             logits = subtract_baseline(logits, self.baseline)
         temperature = self.temperature

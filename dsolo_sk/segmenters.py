@@ -54,8 +54,9 @@ def _default_parts(kind):
         return (LogitNormalizer(), KLDiscrepancy(),
                 JointBilateralUpsampler(kernel="gaussian"))
     if kind == "path":
-        return (LogitNormalizer(), TransportPath(),
-                JointBilateralUpsampler(kernel="gaussian"))
+        return (LogitNormalizer(nms=False, baseline="off",
+                                presence="diffused"),
+                TransportPath(), JointBilateralUpsampler(kernel="gaussian"))
     if kind == "velocity":
         return (LogitNormalizer(nms=False, baseline="off"),
                 TransportVelocity(), JointBilateralUpsampler(kernel="tent"))
@@ -162,8 +163,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         methods that read no affinity (``"raw"``, ``"kl"``).
     normalizer : object or "passthrough", optional
         Suppression and normalisation of the logits, with
-        ``normalize(logits) -> (q, mass)``; ``"passthrough"`` hands the
-        logits on unchanged. Default: the method's (table below).
+        ``normalize(logits) -> (q, mass)``, or ``normalize(logits,
+        affinity)`` when its ``requires_affinity`` attribute is true (then
+        the affinity is computed whatever the discrepancy);
+        ``"passthrough"`` hands the logits on unchanged. Default: the
+        method's (table below).
     discrepancy : object or "passthrough", optional
         The discrepancy, with ``compute(q, affinity, mass=None) -> (N, P)``
         (see :ref:`custom-discrepancy`); it decides the method when given.
@@ -232,7 +236,8 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - ``TransportVelocity()``
          - ``JointBilateralUpsampler("tent")``
        * - ``path``
-         - ``LogitNormalizer()``
+         - ``LogitNormalizer(nms=False, baseline="off",
+           presence="diffused")``
          - ``TransportPath()``
          - ``JointBilateralUpsampler("gaussian")``
        * - ``kl``
@@ -409,6 +414,9 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
     @property
     def _needs_affinity(self):
         kind = self._kind
+        norm = self._parts()[0]
+        if bool(getattr(norm, "requires_affinity", False)):
+            return True
         if kind == "custom":
             return bool(getattr(self.discrepancy, "requires_affinity", True))
         return kind in ("path", "velocity")
@@ -544,8 +552,13 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         nx = get_backend(logits)
         n, rows, cols = logits.shape
         flat = logits.reshape(n, rows * cols)
+        affinity = None
+        if self._needs_affinity:
+            affinity = self._device_array(_feature(ds, "affinity"))
         if isinstance(norm, str):  # "passthrough"
             q, mass = flat, nx.ones((n,), type_as=flat)
+        elif bool(getattr(norm, "requires_affinity", False)):
+            q, mass = norm.normalize(flat, affinity)
         else:
             q, mass = norm.normalize(flat)
             q = _like(q, flat, "float32")
@@ -560,9 +573,8 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         keep = mass >= np.finfo(np.float32).tiny
         if not bool(keep.any()):
             keep = mass == mass.max()
-        affinity = None
-        if self._needs_affinity:
-            affinity = self._device_array(_feature(ds, "affinity"))
+        if not bool(getattr(disc, "requires_affinity", True)):
+            affinity = None
         scores = _like(disc.compute(q[keep], affinity, mass[keep]), q,
                        "float32")
         if tuple(scores.shape) != (int(keep.sum()), rows * cols):

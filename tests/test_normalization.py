@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from dsolo_sk import LogitNormalizer
-from dsolo_sk.normalization import subtract_baseline, suppress_minor_classes
+from dsolo_sk.normalization import (subtract_baseline, suppress_minor_classes,
+                                     suppress_scattered_classes)
 
 
 def _logits(seed=0, n=6, p=50):
@@ -182,3 +183,153 @@ def test_an_absent_class_winning_scattered_patches_is_never_predicted(mode):
     assert not np.any(labels == n)
     # without the class-level suppression the raw argmax keeps it
     assert np.any(moved["logits"].values.argmax(0) == n)
+
+
+def _scene(seed=0):
+    from dsolo_sk.datasets import make_scenes
+
+    X, _ = make_scenes(n_scenes=1, n_classes=6, image_size=192,
+                       random_state=seed)
+    ds = X[0]
+    L = ds["logits"].values.astype(np.float64)
+    return ds, L.reshape(L.shape[0], -1), ds["affinity"].values
+
+
+def _with_extra(L, patches, margin):
+    """`L` and one more class: a confuser at every patch's mean logit,
+    lifted above the top class by `margin` (a share of the logits' range)
+    on `patches`."""
+    extra = L.mean(0, keepdims=True)
+    extra[0, patches] = L.max(0)[patches] + margin * (L.max() - L.min())
+    return np.vstack([L, extra])
+
+
+def _ratio(L):
+    q, m = LogitNormalizer(nms=False, baseline="off",
+                           min_share=0.0).normalize(L)
+    return q * (L.shape[1] * m)[:, None]
+
+
+def test_scattered_wins_are_outvoted_but_a_region_stays():
+    _, L, A = _scene()
+    p = L.shape[1]
+    rng = np.random.default_rng(0)
+    # 10 % of the patches: above min_share, so the argmax test keeps both
+    scattered = rng.choice(p, p // 10, replace=False)
+    noisy = _with_extra(L, scattered, 0.02)  # wins by a small margin
+    assert np.isfinite(suppress_minor_classes(noisy, 0.03)[-1]).all()
+    out = suppress_scattered_classes(noisy, _ratio(noisy), A, 0.03)
+    assert np.isneginf(out[-1]).all()
+    np.testing.assert_array_equal(out[:-1], noisy[:-1])
+    # the same number of patches as one block of rows: a region
+    block = np.arange(p // 10)
+    present = _with_extra(L, block, 0.02)
+    out = suppress_scattered_classes(present, _ratio(present), A, 0.03)
+    assert np.isfinite(out[-1]).all()
+
+
+def test_scattered_test_keeps_dropped_classes_dropped_and_one_class():
+    _, L, A = _scene(1)
+    dropped = suppress_minor_classes(L, 0.2)
+    gone = np.isneginf(dropped).all(1)
+    assert gone.any()
+    out = suppress_scattered_classes(dropped, _ratio(dropped), A, 0.99)
+    assert np.isneginf(out[gone]).all()
+    assert np.isfinite(out).all(1).sum() == 1
+    assert suppress_scattered_classes(L, _ratio(L), A, 0.0) is L
+
+
+def test_scattered_test_on_tensors_and_sparse_affinity():
+    import scipy.sparse as sp
+
+    _, L, A = _scene(2)
+    f = _ratio(L)
+    a = suppress_scattered_classes(L, f, A, 0.1)
+    b = suppress_scattered_classes(torch.tensor(L), torch.tensor(f),
+                                   torch.tensor(A), 0.1)
+    c = suppress_scattered_classes(L, f, sp.csr_array(A), 0.1)
+    assert isinstance(b, torch.Tensor)
+    np.testing.assert_array_equal(a, b.numpy())
+    np.testing.assert_array_equal(a, c)
+    with pytest.raises(TypeError, match="sparse"):
+        suppress_scattered_classes(torch.tensor(L), torch.tensor(f),
+                                   sp.csr_array(A), 0.1)
+
+
+def test_scattered_test_checks_its_inputs():
+    _, L, A = _scene()
+    f = _ratio(L)
+    with pytest.raises(ValueError, match="affinity must have shape"):
+        suppress_scattered_classes(L, f, A[:-1, :-1], 0.1)
+    with pytest.raises(ValueError, match="ratio must have the shape"):
+        suppress_scattered_classes(L, f[:, :-1], A, 0.1)
+    bad = A.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        suppress_scattered_classes(L, f, bad, 0.1)
+    with pytest.raises(ValueError, match="min_share"):
+        suppress_scattered_classes(L, f, A, float("nan"))
+
+
+def test_diffused_presence_needs_the_affinity_and_a_known_name():
+    _, L, A = _scene()
+    norm = LogitNormalizer(presence="diffused")
+    assert norm.requires_affinity
+    assert not LogitNormalizer().requires_affinity
+    with pytest.raises(ValueError, match="normalize\\(logits, affinity\\)"):
+        norm.normalize(L)
+    with pytest.raises(ValueError, match="presence"):
+        LogitNormalizer(presence="coherent").normalize(L, A)
+
+
+def test_diffused_presence_is_scale_free_and_renormalises():
+    _, L, A = _scene(3)
+    rng = np.random.default_rng(3)
+    noisy = _with_extra(L, rng.choice(L.shape[1], L.shape[1] // 10,
+                                      replace=False), 0.02)
+    norm = LogitNormalizer(nms=False, baseline="off", presence="diffused")
+    q, m = norm.normalize(noisy, A)
+    assert m[-1] == 0 and np.allclose(m.sum(), 1.0)
+    assert np.allclose(q[m > 0].sum(1), 1.0)
+    q2, m2 = norm.normalize(25.0 * noisy - 3.0, A)
+    np.testing.assert_allclose(q2, q, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(m2, m, rtol=1e-9, atol=1e-12)
+    # the argmax presence alone keeps the extra class
+    assert LogitNormalizer(nms=False, baseline="off").normalize(noisy)[1][-1] > 0
+
+
+def test_a_normaliser_reading_the_affinity_gets_it_in_every_mode():
+    from dsolo_sk import DirectSegmenter, KLDiscrepancy
+
+    ds, L, A = _scene()
+    norm = LogitNormalizer(presence="diffused")
+    seg = DirectSegmenter(normalizer=norm, discrepancy=KLDiscrepancy(),
+                          progress=False)
+    assert seg._needs_affinity
+    assert DirectSegmenter(mode="path")._needs_affinity
+    assert not DirectSegmenter(mode="kl")._needs_affinity
+    labels = seg.predict([ds])[0]
+    assert labels.shape == ds["image"].shape[:2]
+    with pytest.raises(ValueError, match="affinity"):
+        seg.predict([ds.drop_vars("affinity")])
+
+
+def test_the_path_default_never_predicts_a_scattered_confuser():
+    from dsolo_sk import DirectSegmenter
+    from dsolo_sk.features import from_arrays
+
+    ds, L, A = _scene(4)
+    n, rows, cols = ds["logits"].shape
+    rng = np.random.default_rng(4)
+    noisy = _with_extra(L, rng.choice(rows * cols, rows * cols // 10,
+                                      replace=False), 0.02)
+    moved = from_arrays(noisy.reshape(n + 1, rows, cols).astype(np.float32),
+                        A, ds["image"].values,
+                        [str(c) for c in ds["class"].values] + ["extra"])
+    labels = DirectSegmenter(mode="path", progress=False).predict([moved])[0]
+    assert not np.any(labels == n)
+    # with the argmax presence test the confuser keeps pixels
+    argmax = DirectSegmenter(
+        mode="path", progress=False,
+        normalizer=LogitNormalizer(nms=False, baseline="off"))
+    assert np.any(argmax.predict([moved])[0] == n)

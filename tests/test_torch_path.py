@@ -83,12 +83,21 @@ def test_torch_path_score_equals_numpy_path():
     LogitNormalizer(nms=False, method="softmax", over="class"),
     LogitNormalizer(method="zscore", nms_fill="min"),
     LogitNormalizer(method="contrast", temperature_unit="spread"),
+    LogitNormalizer(nms=False, baseline="off", presence="diffused",
+                    min_share=0.15),
 ])
 def test_normalizer_runs_on_tensors_with_the_same_numbers(normalizer):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(5, 40)).astype(np.float32)
-    q, mass = normalizer.normalize(logits)
-    tq, tmass = normalizer.normalize(torch.from_numpy(logits))
+    affinity = rng.random((40, 40)).astype(np.float32) ** 4
+    args = (affinity,) if normalizer.requires_affinity else ()
+    targs = tuple(torch.from_numpy(a) for a in args)
+    q, mass = normalizer.normalize(logits, *args)
+    tq, tmass = normalizer.normalize(torch.from_numpy(logits), *targs)
+    if normalizer.requires_affinity:  # the presence test drops a class
+        assert 0 < (mass == 0).sum() < 4
+        assert (mass == 0).sum() > (LogitNormalizer(
+            min_share=0.15, nms=False).normalize(logits)[1] == 0).sum()
     assert isinstance(tq, torch.Tensor) and isinstance(tmass, torch.Tensor)
     assert tq.dtype == torch.float64
     np.testing.assert_allclose(tq.numpy(), q, rtol=1e-12, atol=1e-15)
