@@ -243,7 +243,10 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
         n_c = \\#\\{i : c = \\arg\\max_k g_{ki}\\},
 
     and every class with :math:`n_c < \\mathrm{min\\_share} \\cdot P`
-    gets ``-inf`` everywhere. The class that wins the most patches of
+    gets ``-inf`` everywhere, unless it wins at least the average share of
+    the patches in the logits' own argmax, :math:`P / K` patches with
+    :math:`K` the classes left: the step judges only the classes smaller
+    than the average one. The class that wins the most patches of
     :math:`g` always stays, and a class already dropped (all ``-inf``)
     stays dropped.
 
@@ -252,10 +255,14 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
     confusion wins scattered patches, and each of them is outvoted by its
     neighbours. Counting wins after the step therefore separates the two
     better than the per-patch argmax of :func:`suppress_minor_classes`,
-    which this stage follows. The ratios are scale-free when `ratio` is
-    (they come from the normalised distributions), and the balanced chain
-    divides a sink patch's column away, so that a few patches every row
-    attends to move the count little.
+    which this stage follows. A class of average size or larger is not
+    the noise this stage looks for, and sparing it keeps the test from
+    collapsing onto the class of largest mass where the affinity is so
+    broad that one step averages the whole image. The ratios are
+    scale-free when `ratio` is (they come from the normalised
+    distributions), and the balanced chain divides a sink patch's column
+    away, so that a few patches every row attends to move the count
+    little.
 
     Parameters
     ----------
@@ -286,20 +293,20 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
 
     Examples
     --------
-    Two regions of two patches each. Class 2 wins one patch of each region
-    by a small margin, and loses both once each patch is averaged with its
-    neighbour:
+    Two regions of four patches each. Class 2 wins one patch of each
+    region by a small margin, and loses both once each patch is averaged
+    with its region:
 
     >>> import numpy as np
     >>> from dsolo_sk.normalization import suppress_scattered_classes
-    >>> A = np.kron(np.eye(2), np.ones((2, 2)))
-    >>> f = np.array([[2.0, 1.4, 0.0, 0.0],
-    ...               [0.0, 0.0, 1.6, 2.0],
-    ...               [0.0, 1.5, 1.7, 0.0]])
+    >>> A = np.kron(np.eye(2), np.ones((4, 4)))
+    >>> f = np.array([[2.0, 2.0, 2.0, 1.4, 0.0, 0.0, 0.0, 0.0],
+    ...               [0.0, 0.0, 0.0, 0.0, 1.6, 2.0, 2.0, 2.0],
+    ...               [0.0, 0.0, 0.0, 1.5, 1.7, 0.0, 0.0, 0.0]])
     >>> L = np.log1p(f)
-    >>> L.argmax(0)                      # class 2 wins half the patches
-    array([0, 2, 2, 1])
-    >>> suppress_scattered_classes(L, f, A, 0.25).max(1) == -np.inf
+    >>> L.argmax(0)                      # class 2 wins a quarter
+    array([0, 0, 0, 2, 2, 1, 1, 1])
+    >>> suppress_scattered_classes(L, f, A, 0.2).max(1) == -np.inf
     array([False, False,  True])
     """
     _check_min_share(min_share)
@@ -338,7 +345,10 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
     alive = nx.sum(_as_float64(nx.isfinite(logits)), 1) > 0
     g = nx.where(alive[:, None], g, nx.full(g.shape, -np.inf, type_as=g))
     count = nx.sum(_as_float64(_winners(g)), 1)
-    keep = alive & ((count >= min_share * p) | (count == nx.max(count)))
+    own = nx.sum(_as_float64(_winners(logits)), 1)
+    large = own >= p / nx.sum(_as_float64(alive))
+    keep = alive & ((count >= min_share * p) | (count == nx.max(count))
+                    | large)
     return nx.where(keep[:, None], logits,
                     nx.full(logits.shape, -np.inf, type_as=logits))
 
