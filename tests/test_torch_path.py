@@ -282,6 +282,50 @@ def test_stages_benchmark_prints_the_post_processing_table(capsys):
     assert "post share" in out
 
 
+#: tiny diffusers configurations with two attention-bearing up blocks
+TINY_UNET = dict(
+    block_out_channels=(8, 16, 16), norm_num_groups=4, layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 2,
+    cross_attention_dim=16, attention_head_dim=2,
+)
+TINY_VAE = dict(block_out_channels=(8,), norm_num_groups=4)
+
+
+def test_stages_benchmark_counts_the_same_flops_on_meta_and_cpu(
+        tiny_clip_files, photos, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "stages.py"
+    spec = importlib.util.spec_from_file_location("_stages_flops", path)
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    kw = dict(clip_side=32, sd_side=32, n_classes=3, image=photos[0][::8, ::8],
+              clip_model="dsolo-tiny-vit", unet_config=TINY_UNET,
+              vae_config=TINY_VAE)
+    meta = stages.count_flops("meta", "float16", **kw)
+    cpu = stages.count_flops("cpu", "float32", **kw)
+    # the CPU's fused attention kernels are counted as the meta products
+    setting = {k: v for k, v in meta["setting"].items()
+               if k not in ("device", "dtype")}
+    assert {**meta, "setting": setting} == {**cpu, "setting": {
+        k: v for k, v in cpu["setting"].items() if k in setting}}
+    st = meta["gflops"]
+    assert list(st) == ["clip_image", "vae_encode", "unet_early_exit",
+                        "attention_resample", "post_velocity"]
+    assert min(st.values()) >= 0 and min(list(st.values())[:4]) > 0
+    assert meta["unet_full_gflops"] > st["unet_early_exit"]
+    assert meta["text_per_class_gflops"] > 0 and meta["text_templates"] == 80
+    assert meta["end_to_end_gflops"] == pytest.approx(sum(st.values()))
+    assert 0 < meta["ratio"] < 1
+    assert meta["ratio"] == pytest.approx(meta["clip_only_gflops"]
+                                          / meta["end_to_end_gflops"])
+    stages.print_flops_table(meta)
+    out = capsys.readouterr().out
+    assert "not a timing" in out and "CLIP-only / end-to-end FLOPs" in out
+
+
 # -- raw images: the extractors' outputs stay on the device ------------------
 
 CLASSES = ["sky, cloud", "cat", "road"]
