@@ -79,3 +79,22 @@ def test_contrast_is_invariant_to_per_class_offsets_and_scale(scenes):
         # the class ratio f = P m q is the class's probability per patch
         f = q * q.shape[1] * m[:, None]
         np.testing.assert_allclose(f.sum(0), 1.0, rtol=1e-9)
+
+
+def test_sinks_benchmark_adds_sinks_and_prints_one_row_per_segmenter(capfd):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "sinks.py"
+    spec = importlib.util.spec_from_file_location("_sinks", path)
+    sinks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sinks)
+    a = np.random.default_rng(0).random((6, 6)).astype(np.float32)
+    b = sinks.add_sinks(a, [1, 4], 0.5)
+    np.testing.assert_allclose(b[:, [0, 2, 3, 5]], a[:, [0, 2, 3, 5]])
+    np.testing.assert_allclose(b[:, 1], a[:, 1] + 0.5 * a.sum(1), rtol=1e-6)
+    sinks.main(["--scenes", "1", "--sizes", "64"])  # writes nothing
+    out = capfd.readouterr().out  # printed to the process's stdout
+    assert "24 perturbations" in out
+    for label, _ in sinks.segmenters():
+        assert label in out
