@@ -22,9 +22,6 @@ mass, two draws of the sink patches each. ``--save`` writes the table to
 """
 
 import argparse
-import contextlib
-import io
-import sys
 import time
 from pathlib import Path
 
@@ -80,6 +77,13 @@ def with_affinity(ds, affinity):
 
 
 def run(n, size):
+    """Print the table of one image size; returns its lines."""
+    lines = []
+
+    def say(line):
+        print(line, flush=True)
+        lines.append(line)
+
     rng = np.random.default_rng(0)
     data = scenes(n, size)
     perturbed = []
@@ -90,21 +94,22 @@ def run(n, size):
                 sinks = rng.choice(aff.shape[0], n_sinks, replace=False)
                 perturbed.append((ds, with_affinity(
                     ds, add_sinks(aff, sinks, share))))
-    print(f"{len(data)} scenes ({n} make_scenes, {n} voronoi), {size} x "
-          f"{size} pixels; {len(perturbed)} perturbations (1, 3, 5 sinks x "
-          f"shares 0.2, 0.5 x {DRAWS} draws). Share of the pixels whose "
-          "label changes (%).")
-    print(f"  {'segmenter':<40s} {'max':>6s} {'p95':>6s} {'mean':>6s} "
-          f"{'> 5 %':>7s} {'s':>6s}")
+    say(f"{len(data)} scenes ({n} make_scenes, {n} voronoi), {size} x "
+        f"{size} pixels; {len(perturbed)} perturbations (1, 3, 5 sinks x "
+        f"shares 0.2, 0.5 x {DRAWS} draws). Share of the pixels whose "
+        "label changes (%).")
+    say(f"  {'segmenter':<40s} {'max':>6s} {'p95':>6s} {'mean':>6s} "
+        f"{'> 5 %':>7s} {'s':>6s}")
     for label, seg in segmenters():
         t0 = time.perf_counter()
         base = {id(ds): seg.predict([ds])[0] for ds in data}
         changed = np.array([np.mean(base[id(ds)] != seg.predict([moved])[0])
                             for ds, moved in perturbed]) * 100
-        print(f"  {label:<40s} {changed.max():6.1f} "
-              f"{np.percentile(changed, 95):6.1f} {changed.mean():6.2f} "
-              f"{np.mean(changed > 5) * 100:6.1f}% "
-              f"{time.perf_counter() - t0:6.0f}", flush=True)
+        say(f"  {label:<40s} {changed.max():6.1f} "
+            f"{np.percentile(changed, 95):6.1f} {changed.mean():6.2f} "
+            f"{np.mean(changed > 5) * 100:6.1f}% "
+            f"{time.perf_counter() - t0:6.0f}")
+    return lines
 
 
 def main(argv=None):
@@ -118,23 +123,12 @@ def main(argv=None):
     parser.add_argument("--save", action="store_true",
                         help="write benchmarks/results/sinks.txt")
     args = parser.parse_args(argv)
-    log = io.StringIO()
-
-    class Tee(io.TextIOBase):
-        def write(self, s):
-            sys.__stdout__.write(s)
-            log.write(s)
-            return len(s)
-
-        def flush(self):
-            sys.__stdout__.flush()
-
-    with contextlib.redirect_stdout(Tee()):
-        for size in args.sizes:
-            run(args.scenes, size)
+    lines = []
+    for size in args.sizes:
+        lines += run(args.scenes, size)
     if args.save:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "sinks.txt").write_text(log.getvalue())
+        (RESULTS / "sinks.txt").write_text("\n".join(lines) + "\n")
         print(f"written to {RESULTS}")
 
 

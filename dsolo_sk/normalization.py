@@ -121,6 +121,15 @@ def _check_min_share(min_share):
                  include_max=False, unit="(share of the patches)")
 
 
+def _share_input(logits, min_share):
+    """The checked `min_share` and the `logits` of a class-level test as an
+    array: a torch tensor stays one, anything else becomes numpy."""
+    _check_min_share(min_share)
+    if not hasattr(logits, "detach"):
+        logits = np.asarray(logits)
+    return logits
+
+
 def _check_baseline(baseline):
     if isinstance(baseline, str):
         check_option(baseline, "baseline", BASELINES)
@@ -214,9 +223,7 @@ def suppress_minor_classes(logits, min_share):
            [-inf, -inf, -inf, -inf],
            [-inf, -inf, -inf, -inf]])
     """
-    _check_min_share(min_share)
-    if not hasattr(logits, "detach"):  # numpy, or a list: numpy
-        logits = np.asarray(logits)
+    logits = _share_input(logits, min_share)
     if min_share == 0:
         return logits
     nx = get_backend(logits)
@@ -309,9 +316,7 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
     >>> suppress_scattered_classes(L, f, A, 0.2).max(1) == -np.inf
     array([False, False,  True])
     """
-    _check_min_share(min_share)
-    if not hasattr(logits, "detach"):  # numpy, or a list: numpy
-        logits = np.asarray(logits)
+    logits = _share_input(logits, min_share)
     if min_share == 0:
         return logits
     nx = get_backend(logits)

@@ -81,7 +81,7 @@ def test_contrast_is_invariant_to_per_class_offsets_and_scale(scenes):
         np.testing.assert_allclose(f.sum(0), 1.0, rtol=1e-9)
 
 
-def test_sinks_benchmark_adds_sinks_and_prints_one_row_per_segmenter(capfd):
+def test_sinks_benchmark_adds_sinks_and_prints_one_row_per_segmenter(capsys):
     import importlib.util
     from pathlib import Path
 
@@ -94,7 +94,7 @@ def test_sinks_benchmark_adds_sinks_and_prints_one_row_per_segmenter(capfd):
     np.testing.assert_allclose(b[:, [0, 2, 3, 5]], a[:, [0, 2, 3, 5]])
     np.testing.assert_allclose(b[:, 1], a[:, 1] + 0.5 * a.sum(1), rtol=1e-6)
     sinks.main(["--scenes", "1", "--sizes", "64"])  # writes nothing
-    out = capfd.readouterr().out  # printed to the process's stdout
+    out = capsys.readouterr().out
     assert "24 perturbations" in out
     for label, _ in sinks.segmenters():
         assert label in out
