@@ -557,10 +557,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
             affinity = self._device_array(_feature(ds, "affinity"))
         if isinstance(norm, str):  # "passthrough"
             q, mass = flat, nx.ones((n,), type_as=flat)
-        elif bool(getattr(norm, "requires_affinity", False)):
-            q, mass = norm.normalize(flat, affinity)
         else:
-            q, mass = norm.normalize(flat)
+            if bool(getattr(norm, "requires_affinity", False)):
+                q, mass = norm.normalize(flat, affinity)
+            else:
+                q, mass = norm.normalize(flat)
             q = _like(q, flat, "float32")
             mass = _like(mass, flat)
         if isinstance(disc, str):  # "passthrough"

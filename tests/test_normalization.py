@@ -313,6 +313,18 @@ def test_a_normaliser_reading_the_affinity_gets_it_in_every_mode():
     with pytest.raises(ValueError, match="affinity"):
         seg.predict([ds.drop_vars("affinity")])
 
+    class Recorder(KLDiscrepancy):
+        def compute(self, q, affinity=None, mass=None):
+            seen.append((q.dtype, affinity))
+            return super().compute(q, affinity, mass)
+
+    # the discrepancy gets float32 distributions, as from any normaliser,
+    # and no affinity when it reads none
+    seen = []
+    DirectSegmenter(normalizer=norm, discrepancy=Recorder(),
+                    progress=False).predict([ds])
+    assert seen[0][0] == np.float32 and seen[0][1] is None
+
 
 def test_the_path_default_never_predicts_a_scattered_confuser():
     from dsolo_sk import DirectSegmenter
