@@ -22,7 +22,8 @@ from ot.backend import get_backend
 from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
-from .transport import (ShiftedKernel, doubly_stochastic_scaling,
+from .transport import (ShiftedKernel, _check_affinity,
+                        doubly_stochastic_scaling,
                         lse_matmul, markov_step, repair_affinity,
                         sinkhorn_log_batched, sparsify_topk)
 
@@ -121,27 +122,6 @@ def _check_mass(mass, q):
             f"{mass.min():.3g}); drop those classes, or pass float64 q."
         )
     return out
-
-
-def _check_affinity(affinity, n_patches, who):
-    if affinity is None:
-        raise ValueError(
-            f"{who} needs an affinity between patches of shape "
-            f"({n_patches}, {n_patches}); pass one (for example from "
-            "dsolo_sk.features.ColorPositionAffinity)."
-        )
-    if affinity.ndim != 2 or affinity.shape != (n_patches, n_patches):
-        raise ValueError(
-            f"affinity must have shape ({n_patches}, {n_patches}) to match "
-            f"q's {n_patches} patches, got {affinity.shape}."
-        )
-    data = affinity.data if sp.issparse(affinity) else affinity
-    nx = get_backend(data)
-    if bool(nx.any(~nx.isfinite(data))):
-        raise ValueError("affinity holds NaN or infinite values.")
-    if bool(nx.any(data < 0)):
-        raise ValueError("affinity must be non-negative.")
-    return affinity
 
 
 class KLDiscrepancy(BaseEstimator):

@@ -28,7 +28,8 @@ from ot.backend import get_backend
 from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
-from .transport import doubly_stochastic_scaling, markov_step, repair_affinity
+from .transport import (_check_affinity, doubly_stochastic_scaling,
+                        markov_step, repair_affinity)
 
 __all__ = ["LogitNormalizer", "suppress_non_maximum", "suppress_minor_classes",
            "suppress_scattered_classes", "subtract_baseline", "normalize_logits", "class_contrast",
@@ -114,6 +115,13 @@ def _winners(logits):
     nx = get_backend(logits)
     win = nx.argmax(logits, axis=0)
     return nx.arange(logits.shape[0], type_as=win)[:, None] == win[None, :]
+
+
+def _alive(logits):
+    """The (N,) boolean mask of the classes not dropped: a finite logit at
+    some patch."""
+    nx = get_backend(logits)
+    return nx.sum(_as_float64(nx.isfinite(logits)), 1) > 0
 
 
 def _check_min_share(min_share):
@@ -327,6 +335,7 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
             f"ratio must have the shape of the logits {(n, p)}, got "
             f"{tuple(ratio.shape)}."
         )
+    affinity = _check_affinity(affinity, p, "suppress_scattered_classes")
     if sp.issparse(affinity):
         if nx.__name__ != "numpy":
             raise TypeError("a scipy.sparse affinity needs numpy logits.")
@@ -336,18 +345,10 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
             affinity = nx.from_numpy(np.asarray(affinity, dtype=np.float64),
                                      type_as=ratio)
         affinity = _as_float64(affinity)
-    if tuple(affinity.shape) != (p, p):
-        raise ValueError(
-            f"affinity must have shape (n_patches, n_patches) = {(p, p)}, "
-            f"got {tuple(affinity.shape)}."
-        )
-    data = affinity.data if sp.issparse(affinity) else affinity
-    if bool(nx.any(~nx.isfinite(data))) or bool(nx.any(data < 0)):
-        raise ValueError("affinity must be finite and non-negative.")
     affinity = repair_affinity(affinity)
     r, c = doubly_stochastic_scaling(affinity, n_iter)
     g = markov_step(ratio, affinity, r, c)
-    alive = nx.sum(_as_float64(nx.isfinite(logits)), 1) > 0
+    alive = _alive(logits)
     g = nx.where(alive[:, None], g, nx.full(g.shape, -np.inf, type_as=g))
     count = nx.sum(_as_float64(_winners(g)), 1)
     own = nx.sum(_as_float64(_winners(logits)), 1)
@@ -797,9 +798,7 @@ class LogitNormalizer(BaseEstimator):
             ratio = q * (q.shape[1] * mass)[:, None]
             kept = suppress_scattered_classes(logits, ratio, affinity,
                                               self.min_share)
-            alive = nx.sum(_as_float64(nx.isfinite(logits)), 1)
-            still = nx.sum(_as_float64(nx.isfinite(kept)), 1)
-            if bool(nx.any((alive > 0) & (still == 0))):
+            if bool(nx.any(_alive(logits) & ~_alive(kept))):
                 q, mass = self._weights(kept)
         return q, mass
 

@@ -31,6 +31,30 @@ def _backend(*arrays):
                          and not sp.issparse(a)])
 
 
+def _check_affinity(affinity, n_patches, who):
+    """`affinity` after checking it is a finite, non-negative (P, P)
+    array (dense, torch or scipy.sparse) for `n_patches`; `who` names the
+    caller in the message for a missing one."""
+    if affinity is None:
+        raise ValueError(
+            f"{who} needs an affinity between patches of shape "
+            f"({n_patches}, {n_patches}); pass one (for example from "
+            "dsolo_sk.features.ColorPositionAffinity)."
+        )
+    if affinity.ndim != 2 or affinity.shape != (n_patches, n_patches):
+        raise ValueError(
+            f"affinity must have shape ({n_patches}, {n_patches}) to match "
+            f"the {n_patches} patches, got {tuple(affinity.shape)}."
+        )
+    data = affinity.data if sp.issparse(affinity) else affinity
+    nx = get_backend(data)
+    if bool(nx.any(~nx.isfinite(data))):
+        raise ValueError("affinity holds NaN or infinite values.")
+    if bool(nx.any(data < 0)):
+        raise ValueError("affinity must be non-negative.")
+    return affinity
+
+
 def repair_affinity(affinity):
     """Give every patch without affinity a self-loop.
 

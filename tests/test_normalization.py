@@ -261,11 +261,13 @@ def test_scattered_test_checks_its_inputs():
     f = _ratio(L)
     with pytest.raises(ValueError, match="affinity must have shape"):
         suppress_scattered_classes(L, f, A[:-1, :-1], 0.1)
+    with pytest.raises(ValueError, match="must be non-negative"):
+        suppress_scattered_classes(L, f, -A, 0.1)
     with pytest.raises(ValueError, match="ratio must have the shape"):
         suppress_scattered_classes(L, f[:, :-1], A, 0.1)
     bad = A.copy()
     bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="finite and non-negative"):
+    with pytest.raises(ValueError, match="NaN or infinite"):
         suppress_scattered_classes(L, f, bad, 0.1)
     with pytest.raises(ValueError, match="min_share"):
         suppress_scattered_classes(L, f, A, float("nan"))
