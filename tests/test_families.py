@@ -39,7 +39,9 @@ def _rebuild(spec):
 def test_shapes_and_contract(scenes, family):
     X, y = scenes[family]
     n_classes = {"background": 21, "many_class": 150, "street": 19,
-                 "texture": 10}.get(family, 12)
+                 "texture": 10, "clip_voc": 21, "clip_stuff": 171,
+                 "clip_city": 19, "clip_ade": 150}.get(
+                     family.removesuffix("_sink"), 12)
     assert len(X) == len(y) == 4
     for ds, mask in zip(X, y):
         check_features(ds, require_affinity=True)

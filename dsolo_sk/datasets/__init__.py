@@ -17,6 +17,10 @@
    make_scenes
    make_scene_family
    SCENE_FAMILIES
+   SYNTHETIC_FAMILIES
+   CLIP_FAMILIES
+   CLIP_TARGETS
+   CLIP_RANGES
    AFFINITY_KINDS
    LOGIT_RANGES
 
@@ -55,15 +59,20 @@ __all__ = ["ADE20K", "DATASETS", "VOC20", "VOC21", "COCOObject", "COCOStuff",
            "read_label_map", "CLASS_FILES", "display_name",
            "load_class_names", "split_synonyms", "write_fake_dataset",
            "make_scenes", "make_scene_family", "SCENE_FAMILIES",
-           "AFFINITY_KINDS", "LOGIT_RANGES"]
+           "SYNTHETIC_FAMILIES", "CLIP_FAMILIES", "CLIP_TARGETS",
+           "CLIP_RANGES", "AFFINITY_KINDS", "LOGIT_RANGES"]
 
 # name -> submodule, imported on first access (PEP 562, through
 # lazy_loader, as scikit-image does)
 __getattr__, _lazy_dir, _ = lazy_loader.attach(
     __name__, submod_attrs={
         "_synthetic": ["make_scenes"],
-        "_families": ["make_scene_family", "SCENE_FAMILIES", "AFFINITY_KINDS",
-                      "LOGIT_RANGES"]})
+        "_families": ["SCENE_FAMILIES",
+                      "SYNTHETIC_FAMILIES", "CLIP_FAMILIES", "AFFINITY_KINDS",
+                      "LOGIT_RANGES"],
+        # make_scene_family comes through _clip_like, which registers the
+        # CLIP-like generator with _families on import
+        "_clip_like": ["make_scene_family", "CLIP_TARGETS", "CLIP_RANGES"]})
 
 
 def __dir__():

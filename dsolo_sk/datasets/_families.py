@@ -33,12 +33,28 @@ from ..features._contract import from_arrays
 from ..features.affinity import (ColorPositionAffinity, DegradedAffinity,
                                  ProjectedAttentionAffinity)
 
-__all__ = ["make_scene_family", "SCENE_FAMILIES", "AFFINITY_KINDS",
-           "LOGIT_RANGES"]
+__all__ = ["make_scene_family", "SCENE_FAMILIES", "SYNTHETIC_FAMILIES",
+           "CLIP_FAMILIES", "AFFINITY_KINDS", "LOGIT_RANGES"]
 
-#: Names of the scene families of :func:`make_scene_family`.
-SCENE_FAMILIES = ("voronoi", "background", "many_class", "street", "texture",
-                  "voronoi_attention", "voronoi_sink", "voronoi_noisy")
+#: Names of the families of the synthetic world: every patch has a small
+#: margin for its own class (statistics of :data:`LOGIT_RANGES`).
+SYNTHETIC_FAMILIES = ("voronoi", "background", "many_class", "street",
+                      "texture", "voronoi_attention", "voronoi_sink",
+                      "voronoi_noisy")
+#: Names of the families of the CLIP-like world: logits built from what is
+#: published about vanilla CLIP's dense logits (global class scores, text
+#: bias, background lift, high-norm tokens, a weak local signal), one per
+#: benchmark type, with the colour and position affinity and (``_sink``)
+#: with an attention whose sinks are the high-norm tokens.
+CLIP_FAMILIES = ("clip_voc", "clip_voc_sink", "clip_stuff",
+                 "clip_stuff_sink", "clip_city", "clip_city_sink",
+                 "clip_ade", "clip_ade_sink")
+#: Names of all the scene families of :func:`make_scene_family`: both
+#: worlds.
+SCENE_FAMILIES = SYNTHETIC_FAMILIES + CLIP_FAMILIES
+
+# generators of the other worlds, registered by their modules
+_GENERATORS = {}
 
 #: Kinds of affinity :func:`make_scene_family` can compute from the image.
 AFFINITY_KINDS = ("color_position", "attention", "sink", "noisy")
@@ -259,8 +275,9 @@ def _many_class(size, n_classes, rng, app):
     return canvas
 
 
-def _background(size, n_classes, rng, app):
-    """Class 0 covers most pixels (several stuff regions); 1-3 objects."""
+def _background(size, n_classes, rng, app, radius=(0.06, 0.25)):
+    """Class 0 covers most pixels (several stuff regions); 1-3 objects of
+    `radius` (a range, in image sides)."""
     n_stuff = rng.randint(2, 6)
     cells = _warped_voronoi(size, np.zeros(n_stuff), rng, 0.1)
     canvas = _Canvas(size, 0, _random_appearance(rng) | {"phase": 0.0})
@@ -271,7 +288,7 @@ def _background(size, n_classes, rng, app):
     for _ in range(rng.randint(1, 4)):
         cls = rng.randint(1, n_classes)
         centre = rng.uniform(0.1, 0.9, 2) * size
-        blob = _blob(size, rng, centre, rng.uniform(0.06, 0.25) * size)
+        blob = _blob(size, rng, centre, rng.uniform(*radius) * size)
         canvas.paint(blob, cls, app.sample(cls, rng))
         # A second tone on part of the object (clothes, windows, a head).
         t = rng.uniform(0, 2 * np.pi)
@@ -419,7 +436,13 @@ _STREET_LOOK = {
     _BIKE: ((0.2, 0.2, 0.22), "flat", 0.0),
 }
 
+def _objects(size, n_classes, rng, app):
+    """The background layout with larger objects (VOC-like)."""
+    return _background(size, n_classes, rng, app, radius=(0.1, 0.3))
+
+
 _LAYOUTS = {"voronoi": _voronoi, "background": _background,
+            "objects": _objects,
             "many_class": _many_class, "street": _street,
             "texture": _texture}
 
@@ -649,7 +672,7 @@ def make_scene_family(family, n_scenes=8, *, image_size=448, patch_size=16,
     >>> [round(ds.attrs["logit_scale"], 1) for ds in X]
     [9.8, 3.3, 22.2, 73.6]
     """
-    if family not in _FAMILIES:
+    if family not in SCENE_FAMILIES:
         raise ValueError(
             f"family must be one of {SCENE_FAMILIES}, got {family!r}."
         )
@@ -681,6 +704,13 @@ def make_scene_family(family, n_scenes=8, *, image_size=448, patch_size=16,
         ) from None
     check_scalar(lo, "logit_scale[0]", min_val=0, include_min=False)
     check_scalar(hi, "logit_scale[1]", min_val=lo)
+    if family in CLIP_FAMILIES:
+        # the CLIP-like generator registers itself here when
+        # dsolo_sk.datasets imports it (it reuses this module's drawing)
+        return _GENERATORS["clip"](
+            family, n_scenes, image_size=image_size, patch_size=patch_size,
+            affinity_kind=affinity_kind, logit_scale=(lo, hi),
+            random_state=random_state)
 
     layout, n_classes, default_kind = _FAMILIES[family]
     kind = affinity_kind or default_kind
@@ -737,6 +767,9 @@ def _draw_layout(layout, size, n_classes, rng, app):
         present = np.unique(canvas.mask)
         if layout == "background":
             if (canvas.mask == 0).mean() >= 0.6 and len(present) > 1:
+                return canvas
+        elif layout == "objects":
+            if (canvas.mask == 0).mean() >= 0.4 and len(present) > 1:
                 return canvas
         elif layout == "many_class":
             if 5 <= len(present) <= 12:
