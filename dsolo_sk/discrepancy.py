@@ -27,7 +27,8 @@ from .transport import (ShiftedKernel, _check_affinity,
                         lse_matmul, markov_step, repair_affinity,
                         sinkhorn_log_batched, sparsify_topk)
 
-__all__ = ["KLDiscrepancy", "TransportPath", "TransportVelocity"]
+__all__ = ["KLDiscrepancy", "TransportPath", "TransportVelocity",
+           "suppress_minor_scores"]
 
 # the readings each discrepancy offers (the segmenters validate against
 # the same tuples)
@@ -389,6 +390,66 @@ class TransportPath(BaseEstimator):
         return -nx.exp(log_e - log_s)
 
 
+def suppress_minor_scores(scores, min_share):
+    """Drop the classes that win too few patches of the scores' argmax.
+
+    With :math:`n_c = |\\{i : \\arg\\max_k s_{ki} = c\\}|`, every class
+    with :math:`n_c < \\mathrm{min\\_share} \\cdot P` is a candidate, and
+    the candidate with the fewest wins gets a score below every other
+    score at every patch; the count repeats on the classes left (the
+    dropped class's patches go to their runner-up, which may lift another
+    candidate above the share) until none falls below it. The class that
+    wins the most patches always stays. A class lifted above the others at a few scattered
+    patches by noise is absent; its patches go to the runner-up there.
+    The test reads only the argmax, so it is invariant to any map of the
+    scores that keeps it (a scale, a common offset).
+
+    Parameters
+    ----------
+    scores : array of shape (N, P)
+        Per-class scores (numpy or torch).
+    min_share : float in [0, 1)
+        The smallest share of the patches a class must win; 0 returns
+        `scores` unchanged.
+
+    Returns
+    -------
+    scores : array of shape (N, P)
+        Same kind, dtype and device as `scores`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsolo_sk.discrepancy import suppress_minor_scores
+    >>> s = np.array([[3., 3., 3., 0., 0.],
+    ...               [1., 1., 1., 1., 2.],
+    ...               [0., 0., 0., 2., 1.]])
+    >>> s.argmax(0)
+    array([0, 0, 0, 2, 1])
+    >>> suppress_minor_scores(s, 0.3).argmax(0)   # class 1 goes, 2 stays
+    array([0, 0, 0, 2, 2])
+    """
+    check_scalar(min_share, "min_share", min_val=0, max_val=1,
+                 include_max=False, unit="(share of the patches)")
+    n, p = scores.shape
+    if min_share == 0 or n < 2:
+        return scores
+    nx = get_backend(scores)
+    floor = nx.min(scores) - 1.0
+    alive = np.ones(n, dtype=bool)
+    for _ in range(n):
+        masked = nx.where(nx.from_numpy(alive, type_as=scores)[:, None] > 0,
+                          scores, floor)
+        wins = np.bincount(nx.to_numpy(nx.argmax(masked, 0)), minlength=n)
+        low = alive & (wins < min_share * p)
+        low[int(np.argmax(wins))] = False
+        if not low.any():
+            break
+        alive[int(np.argmin(np.where(low, wins, p + 1)))] = False
+    keep = nx.from_numpy(alive, type_as=scores)[:, None] > 0
+    return nx.where(keep, scores, floor)
+
+
 class TransportVelocity(BaseEstimator):
     """Discrepancy read from the speed of a Markov chain towards uniform.
 
@@ -433,6 +494,12 @@ class TransportVelocity(BaseEstimator):
         How the per-patch score is read from the chain.
     n_steps : int, default=5
         Steps of the ``"steps"`` baseline.
+    min_share : float in [0, 1), default=0.0
+        Classes that win fewer than ``min_share * P`` patches of the
+        scores' argmax are given a score below every other and so never
+        predicted, until no class falls below it
+        (:func:`suppress_minor_scores`). It reads the chain's output, not
+        the raw logits, so it keeps the invariances of the scores.
     affinity_topk : int, optional
         Keep only the largest `affinity_topk` entries of each row of a
         dense affinity (:func:`dsolo_sk.transport.sparsify_topk`, a sparse
@@ -461,15 +528,18 @@ class TransportVelocity(BaseEstimator):
     requires_affinity = True
 
     def __init__(self, tau=0.3, n_iter=15, max_steps=100, score="state",
-                 n_steps=5, affinity_topk=None):
+                 n_steps=5, affinity_topk=None, min_share=0.0):
         self.tau = tau
         self.n_iter = n_iter
         self.max_steps = max_steps
         self.score = score
         self.n_steps = n_steps
         self.affinity_topk = affinity_topk
+        self.min_share = min_share
 
     def _validate_params(self):
+        check_scalar(self.min_share, "min_share", min_val=0, max_val=1,
+                     include_max=False, unit="(share of the patches)")
         check_scalar(self.tau, "tau", min_val=0, include_min=False,
                      max_val=1e6, unit="(ratio to the uniform level)")
         for name, top in (("n_iter", 100_000), ("max_steps", 10_000),
@@ -521,7 +591,7 @@ class TransportVelocity(BaseEstimator):
         if self.score == "steps":
             for _ in range(self.n_steps):
                 f = markov_step(f, affinity, r, c)
-            return f
+            return suppress_minor_scores(f, self.min_share)
         state = f0
         steps = nx.full(f0.shape, float(self.max_steps), type_as=f0)
         acc = f0 - mass[:, None]
@@ -538,7 +608,9 @@ class TransportVelocity(BaseEstimator):
                 break
         state = nx.where(done, state, f)
         if self.score == "state":
-            return state
-        if self.score == "weighted":
-            return f0 / steps
-        return acc
+            out = state
+        elif self.score == "weighted":
+            out = f0 / steps
+        else:
+            out = acc
+        return suppress_minor_scores(out, self.min_share)

@@ -361,7 +361,7 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
 
 #: The named readings of `baseline` of :func:`subtract_baseline` (a
 #: number is a quantile over all the patches).
-BASELINES = ("off",)
+BASELINES = ("off", "mean")
 
 
 def subtract_baseline(logits, baseline):
@@ -380,6 +380,10 @@ def subtract_baseline(logits, baseline):
       :math:`\\beta_c = \\mathrm{median}\\{L_{cj} : \\arg\\max_k L_{kj}
       \\ne c\\}`: the class's level where it is not, whatever share of
       the image it covers (over all its patches if it wins them all);
+    - ``"mean"``: the class's mean over the patches,
+      :math:`\\beta_c = \\frac1P \\sum_j L_{cj}`, which cancels any
+      per-class offset exactly (the text bias and the global class score
+      of CLIP's dense logits are such offsets);
     - a number :math:`q \\in [0, 1]`: the :math:`q`-quantile of the class's
       logits over all the patches. A low quantile is the level of the
       patches the class does not cover only while it covers less than
@@ -389,14 +393,15 @@ def subtract_baseline(logits, baseline):
     Only finite entries count; rows that are entirely ``-inf`` (dropped
     classes) stay so. A map :math:`L \\mapsto a L + b` (:math:`a > 0`)
     multiplies the result by :math:`a`; with a number, a per-class offset
-    leaves it unchanged (with ``"off"``, as long as the offsets leave the
+    leaves it unchanged (with ``"mean"`` always; with ``"off"``, as long
+    as the offsets leave the
     argmax unchanged).
 
     Parameters
     ----------
     logits : array of shape (N, P)
         Class logits per patch (numpy or torch), possibly ``-inf``.
-    baseline : "off" or float in [0, 1]
+    baseline : "off", "mean" or float in [0, 1]
         The level subtracted.
 
     Returns
@@ -419,7 +424,10 @@ def subtract_baseline(logits, baseline):
     logits = _as_float64(logits)
     nx = get_backend(logits)
     finite = nx.isfinite(logits)
-    if isinstance(baseline, str):  # "off"
+    if isinstance(baseline, str) and baseline == "mean":
+        n = nx.maximum(_as_float64(nx.sum(finite, 1)), 1.0)
+        level = nx.sum(nx.where(finite, logits, 0.0), 1) / n
+    elif isinstance(baseline, str):  # "off"
         off = finite & ~_winners(logits)
         level = _masked_quantile(logits, off, 0.5)
         lonely = nx.sum(_as_float64(off), 1) == 0  # wins every patch
@@ -684,12 +692,13 @@ class LogitNormalizer(BaseEstimator):
         benchmark (method page); a class covering less of the image than
         this is at risk, so lower it for vocabularies of many small
         things.
-    baseline : "off" or float in [0, 1], optional
+    baseline : "off", "mean" or float in [0, 1], optional
         A level subtracted from each class's logits before the suppression
         and the weights (:func:`subtract_baseline`): ``"off"``, the median
-        of the class's logits where another class wins; a number, that
-        quantile of its logits over all the patches. None subtracts
-        nothing. It cancels per-class offsets (a class name's bias).
+        of the class's logits where another class wins; ``"mean"``, its
+        mean over the patches; a number, that quantile of its logits over
+        all the patches. None subtracts nothing. It cancels per-class
+        offsets (a class name's bias).
     presence : {"argmax", "diffused"}, default="argmax"
         How the class-level suppression counts a class's patches:
         ``"argmax"``, where the class is the top class of the logits only;
@@ -699,6 +708,15 @@ class LogitNormalizer(BaseEstimator):
         scattered patches an absent class wins by noise. ``"diffused"``
         reads the affinity: :meth:`normalize` must get it, and
         :attr:`requires_affinity` is true.
+
+    baseline_weight : float in [0, 1], default=1.0
+        The fraction :math:`w` of the baseline subtracted,
+        :math:`L' = L - w \\beta_c`. 1 subtracts all of it, and with
+        ``baseline="mean"`` the distributions are then exactly invariant to
+        a per-class offset :math:`L_{ci} + b_c`; below 1 a fraction
+        :math:`(1 - w)` of each class's level over the image stays and
+        counts as evidence of the class's presence (the velocity mode
+        keeps 7 %: its benchmark table is on the method page).
 
     Attributes
     ----------
@@ -725,7 +743,8 @@ class LogitNormalizer(BaseEstimator):
 
     def __init__(self, nms=True, nms_fill="zero", method="l1",
                  temperature=0.01, over="image", temperature_unit="logit",
-                 min_share=0.03, baseline=None, presence="argmax"):
+                 min_share=0.03, baseline=None, presence="argmax",
+                 baseline_weight=1.0):
         self.nms = nms
         self.nms_fill = nms_fill
         self.method = method
@@ -735,6 +754,7 @@ class LogitNormalizer(BaseEstimator):
         self.min_share = min_share
         self.baseline = baseline
         self.presence = presence
+        self.baseline_weight = baseline_weight
 
     @property
     def requires_affinity(self):
@@ -755,6 +775,8 @@ class LogitNormalizer(BaseEstimator):
         if self.baseline is not None:
             _check_baseline(self.baseline)
         check_option(self.presence, "presence", PRESENCE_TESTS)
+        check_scalar(self.baseline_weight, "baseline_weight", min_val=0,
+                     max_val=1, unit="(fraction of the baseline)")
 
     def normalize(self, logits, affinity=None):
         """Class distributions and masses of one image's logits.
@@ -805,7 +827,14 @@ class LogitNormalizer(BaseEstimator):
     def _weights(self, logits):
         """Steps 2-4: the baseline, patch-level suppression, weights."""
         if self.baseline is not None:
-            logits = subtract_baseline(logits, self.baseline)
+            raw = _as_float64(logits)
+            logits = subtract_baseline(raw, self.baseline)
+            if self.baseline_weight < 1:
+                # L - w beta = (1 - w) L + w (L - beta)
+                nx = get_backend(logits)
+                w = float(self.baseline_weight)
+                logits = nx.where(nx.isfinite(raw),
+                                  (1 - w) * raw + w * logits, raw)
         temperature = self.temperature
         if self.temperature_unit == "spread":
             temperature = temperature * logit_spread(logits)

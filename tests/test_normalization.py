@@ -347,3 +347,41 @@ def test_the_path_default_never_predicts_a_scattered_confuser():
         mode="path", progress=False,
         normalizer=LogitNormalizer(nms=False, baseline="off"))
     assert np.any(argmax.predict([moved])[0] == n)
+
+
+def test_mean_baseline_makes_the_distributions_offset_free():
+    from dsolo_sk import LogitNormalizer
+
+    rng = np.random.default_rng(4)
+    L = rng.normal(size=(5, 40))
+    b = rng.normal(scale=10.0, size=(5, 1))  # a per-class offset
+    norm = LogitNormalizer(nms=False, method="softmax", temperature=2.0,
+                           temperature_unit="spread", min_share=0.0,
+                           baseline="mean")
+    q, m = norm.normalize(L)
+    q2, m2 = norm.normalize(L + b)
+    np.testing.assert_allclose(q2, q, atol=1e-12)
+    np.testing.assert_allclose(m2, m, atol=1e-12)
+    # keeping part of each class's level breaks the invariance, by design
+    q3, m3 = norm.set_params(baseline_weight=0.9).normalize(L + b)
+    assert not np.allclose(m3, m)
+    with pytest.raises(ValueError, match="baseline_weight"):
+        norm.set_params(baseline_weight=1.5).normalize(L)
+
+
+def test_suppress_minor_scores_drops_the_smallest_winner_first():
+    from dsolo_sk.discrepancy import TransportVelocity, suppress_minor_scores
+
+    s = np.array([[3., 3., 3., 0., 0.], [1., 1., 1., 1., 2.],
+                  [0., 0., 0., 2., 1.]])
+    np.testing.assert_array_equal(suppress_minor_scores(s, 0.3).argmax(0),
+                                  [0, 0, 0, 2, 2])
+    # invariant to a scale and a common offset of the scores
+    np.testing.assert_array_equal(
+        suppress_minor_scores(7 * s - 3, 0.3).argmax(0), [0, 0, 0, 2, 2])
+    assert suppress_minor_scores(s, 0.0) is s
+    with pytest.raises(ValueError, match="min_share"):
+        suppress_minor_scores(s, float("nan"))
+    with pytest.raises(ValueError, match="min_share"):
+        TransportVelocity(min_share=1.0).compute(
+            np.full((2, 4), 0.25), np.ones((4, 4)))
