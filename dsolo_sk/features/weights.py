@@ -43,8 +43,7 @@ from .. import _io
 from . import _hub
 
 __all__ = ["check_weights", "download_weights", "weights_folder",
-           "WeightsStatus", "sd_snapshot", "clip_checkpoint", "DEFAULT_CLIP",
-           "DEFAULT_SD", "SD_PARTS"]
+           "WeightsStatus", "DEFAULT_CLIP", "DEFAULT_SD", "SD_PARTS"]
 
 #: The default CLIP, ``MODEL:TAG`` (``CLIPFeatures()``).
 DEFAULT_CLIP = "ViT-B-16:openai"
