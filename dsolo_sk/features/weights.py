@@ -575,8 +575,9 @@ def _damaged_error(result, what):
         f"{_hub.DOCS_TITLE}.")
 
 
-def _fetch_sd(spec, cache_dir, progress, what, fix):
-    """Download the files of `spec` (a Stable Diffusion) and check them."""
+def _fetch_sd(spec, cache_dir, progress, what, fix, check=None):
+    """Download the files of `spec` (a Stable Diffusion) and check those
+    of `check` (default: the same)."""
     try:
         _hub.download_snapshot(spec.repo, revision=spec.revision,
                                allow_patterns=list(spec.patterns),
@@ -586,7 +587,8 @@ def _fetch_sd(spec, cache_dir, progress, what, fix):
         if err is None:
             raise
         raise err from exc
-    result = _inspect(spec, spec.repo, spec.revision, cache_dir, False)
+    check = check or spec
+    result = _inspect(check, spec.repo, spec.revision, cache_dir, False)
     if result.missing:
         raise _fail("entry", spec, what, fix, cache_dir=cache_dir,
                     missing=result.missing)
@@ -646,9 +648,10 @@ def sd_snapshot(model, revision=None, *, parts=SD_PARTS, variant=None,
     if result.ok:
         return result.path
     _reachable_or_raise(spec, what, fix, cache_dir, result.missing)
-    # the full pipeline's files, so that `weights check` is happy after it
+    # the pipeline's small files too, so that `weights check` is happy
+    # after it; only the parts read must be there
     full = _sd_spec(spec.repo, spec.revision, variant, parts)
-    return _fetch_sd(full, cache_dir, progress, what, fix).path
+    return _fetch_sd(full, cache_dir, progress, what, fix, check=spec).path
 
 
 def clip_checkpoint(hf_hub, *, cache_dir=None, what, fix, model=None,
