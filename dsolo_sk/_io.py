@@ -29,6 +29,7 @@ from .exceptions import UnreadableFileError, UnwritableFolderError
 __all__ = ["UnreadableFileError", "UnwritableFolderError", "as_path",
            "check_file", "reading", "read_bytes", "read_text", "read_json",
            "open_image", "image_header_size", "check_checkpoint",
+           "safetensors_extent", "file_digest",
            "read_npz", "write_npz",
            "check_output_folder", "MAX_TEXT_BYTES"]
 
@@ -350,6 +351,93 @@ def _check_checkpoint(path, expected, size):
         return path
     raise UnreadableFileError(path, expected, "it is neither a safetensors "
                               "file nor a torch checkpoint", hint=hint)
+
+
+#: Largest safetensors header read (the format's own limit is 100 MB).
+_MAX_SAFETENSORS_HEADER = 100 * 1024 ** 2
+
+
+def safetensors_extent(path, expected="a safetensors file"):
+    """The size in bytes a safetensors file declares, from its header only.
+
+    The 8-byte little-endian header length, the JSON header, then the
+    tensor data up to the largest ``data_offsets`` end: a complete file is
+    exactly that long, a truncated one shorter. Nothing else is read, and
+    neither torch nor safetensors is imported.
+
+    Raises
+    ------
+    FileNotFoundError, UnreadableFileError
+        When the file is missing, or its header is not a safetensors
+        header.
+
+    Examples
+    --------
+    >>> import json, os, struct, tempfile
+    >>> from dsolo_sk._io import safetensors_extent
+    >>> header = json.dumps({"w": {"dtype": "F32", "shape": [2],
+    ...                            "data_offsets": [0, 8]}}).encode()
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(struct.pack("<Q", len(header)) + header + bytes(8))
+    >>> safetensors_extent(path) == os.path.getsize(path)
+    True
+    """
+    path = check_file(path, expected)
+    hint = ("the file is truncated, corrupt or of another kind; download "
+            "it again")
+    with reading(path, expected, hint=hint):
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("it is shorter than a safetensors header")
+            n = int.from_bytes(head, "little")
+            if n > _MAX_SAFETENSORS_HEADER:
+                raise ValueError(f"it declares a {n}-byte header")
+            raw = f.read(n)
+        if len(raw) < n:
+            raise ValueError("its header runs past the end of the file")
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        end = 0
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            end = max(end, int(info["data_offsets"][1]))
+    return 8 + n + end
+
+
+def file_digest(path, expected, algorithm="sha256", *, git_blob=False,
+                chunk=16 * 1024 ** 2):
+    """The hex digest of a file's content, read in chunks.
+
+    With `git_blob`, the digest of ``b"blob <size>\\0"`` followed by the
+    content: git's object id (with ``algorithm="sha1"``), the name the
+    Hugging Face cache gives the blobs of files kept in git rather than
+    LFS.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dsolo_sk._io import file_digest
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"hello\\n")
+    >>> file_digest(path, "a text file", "sha1", git_blob=True)
+    'ce013625030ba8dba906f756967f9e9ca394464a'
+    """
+    import hashlib
+
+    path = check_file(path, expected)
+    h = hashlib.new(algorithm)
+    with reading(path, expected):
+        if git_blob:
+            h.update(b"blob %d\x00" % os.path.getsize(path))
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(chunk), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 # -- arrays -------------------------------------------------------------------

@@ -36,6 +36,19 @@
 
         dsolo-sk demo --out demo
 
+``dsolo-sk weights``
+    The pretrained weights in the Hugging Face cache::
+
+        dsolo-sk weights download [--clip MODEL:TAG] [--sd REPO@REV] [--cache DIR]
+        dsolo-sk weights check    # offline, in about a second
+        dsolo-sk weights path     # the cache folder to copy offline
+
+    ``download`` fetches exactly the files the extractors read (both
+    defaults when neither ``--clip`` nor ``--sd`` is given), with progress
+    bars and sizes; ``check`` says for each model whether the cache holds
+    it complete, where, at which revision (exit status 1 when one is
+    missing or incomplete); ``path`` prints the folder.
+
 Run ``dsolo-sk COMMAND --help`` for the options. Nothing heavy (torch,
 POT, open_clip, diffusers) is imported until a command runs, so ``--help``
 and ``--version`` answer at once. When ``OMP_NUM_THREADS`` is not set, the
@@ -94,8 +107,8 @@ def build_parser():
     Returns
     -------
     argparse.ArgumentParser
-        With the sub-commands ``evaluate``, ``segment``, ``protocols`` and
-        ``demo``.
+        With the sub-commands ``evaluate``, ``segment``, ``protocols``,
+        ``demo`` and ``weights``.
 
     Examples
     --------
@@ -190,7 +203,58 @@ def build_parser():
                     help="output folder (default: dsolo-sk-demo)")
     dm.add_argument("--scenes", type=int, default=8,
                     help="generated scenes of the ablation (default: 8)")
+    _weights_parser(sub)
     return parser
+
+
+def _weights_parser(sub):
+    from .features.weights import DEFAULT_CLIP, DEFAULT_SD
+
+    wt = sub.add_parser(
+        "weights", help="download, check and locate the model weights",
+        description="The pretrained weights the extractors read, in the "
+                    "Hugging Face cache: download them, check a cache "
+                    "offline, print the folder to copy to a machine "
+                    "without network access.")
+    wsub = wt.add_subparsers(dest="weights_command", required=True,
+                             metavar="{download,check,path}")
+
+    def models(p, verb):
+        p.add_argument("--clip", metavar="MODEL:TAG", default=None,
+                       help=f"open_clip model and pretrained tag to {verb}, "
+                            f"or hf-hub:org/name (default: {DEFAULT_CLIP})")
+        p.add_argument("--sd", metavar="REPO@REV", default=None,
+                       help=f"Stable Diffusion repository to {verb}, with "
+                            f"an optional @revision (default: {DEFAULT_SD} "
+                            "at its pinned commit)")
+        p.add_argument("--variant", default=None,
+                       help="diffusers weights variant, e.g. fp16")
+        p.add_argument("--cache", metavar="DIR", default=None,
+                       help="Hugging Face cache folder (default: "
+                            "HF_HUB_CACHE, ~/.cache/huggingface/hub)")
+
+    dl = wsub.add_parser(
+        "download", help="download the weights the extractors read",
+        description="Download exactly the files the extractors read into "
+                    "the Hugging Face cache (both defaults unless --clip "
+                    "or --sd names one); files already there are kept.")
+    models(dl, "download")
+    dl.add_argument("--no-progress", action="store_true")
+    ck = wsub.add_parser(
+        "check", help="say offline whether the cache holds the weights",
+        description="Read the cache only (no network, no torch): for each "
+                    "model, present / incomplete / missing, the snapshot "
+                    "folder, the revision, the files' sizes. Exit status "
+                    "1 when a model is missing or incomplete.")
+    models(ck, "check")
+    ck.add_argument("--checksums", action="store_true",
+                    help="also hash every file (about a second per GB)")
+    ph = wsub.add_parser(
+        "path", help="print the cache folder to copy to an offline machine",
+        description="Print the Hugging Face cache folder the weights are "
+                    "read from.")
+    ph.add_argument("--cache", metavar="DIR", default=None,
+                    help="Hugging Face cache folder (default: HF_HUB_CACHE)")
 
 
 def _templates(arg):
@@ -459,6 +523,78 @@ def _demo(args):
     return 0
 
 
+def _size(n):
+    """Bytes in a short human form (decimal units, as the Hub shows)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def _weights_models(args):
+    """(clip, sd) of --clip / --sd: both defaults when neither is given."""
+    from .features.weights import DEFAULT_CLIP, DEFAULT_SD
+
+    if args.clip is None and args.sd is None:
+        return DEFAULT_CLIP, DEFAULT_SD
+    return args.clip, args.sd
+
+
+def _print_weights(records):
+    rows = []
+    for r in records:
+        revision = r.revision or "main"
+        if r.commit and r.commit != revision:
+            revision = f"{revision} ({r.commit[:10]})"
+        rows.append((r.model, r.repo, r.status, revision, _size(r.size)))
+    _print_table(("model", "repo", "status", "revision", "size"), rows,
+                 right=(4,))
+    for r in records:
+        if r.path:
+            print(f"{r.model}: {r.path}")
+        if r.status == "missing":
+            print(f"{r.model}: not in the cache")
+            continue
+        for name in r.missing:
+            print(f"{r.model}: missing {name}")
+        for line in r.damaged:
+            print(f"{r.model}: damaged {line}")
+
+
+def _weights(args):
+    import time
+
+    from .features import weights
+
+    if args.weights_command == "path":
+        print(weights.weights_folder(args.cache))
+        return 0
+    clip, sd = _weights_models(args)
+    if args.weights_command == "download":
+        records = weights.download_weights(
+            clip, sd, cache_dir=args.cache, variant=args.variant,
+            progress=not args.no_progress)
+        _print_weights(records)
+        print(f"in {weights.weights_folder(args.cache)}")
+        return 0
+    started = time.perf_counter()
+    records = weights.check_weights(clip, sd, cache_dir=args.cache,
+                                     variant=args.variant,
+                                     checksums=args.checksums)
+    seconds = time.perf_counter() - started
+    _print_weights(records)
+    bad = [r for r in records if not r.ok]
+    print(f"checked offline in {seconds:.2f} s (cache "
+          f"{weights.weights_folder(args.cache)}"
+          + (", checksums" if args.checksums else "") + ")")
+    if bad:
+        print(f"{len(bad)} of {len(records)} not complete: run `dsolo-sk "
+              "weights download` on a machine with network access, then "
+              "copy the folder `dsolo-sk weights path` prints.")
+        return 1
+    return 0
+
+
 def _has_files(folder):
     return any(files for _, _, files in os.walk(folder))
 
@@ -498,9 +634,9 @@ def main(argv=None):
     from .features._cache import WeightsUnavailableError
 
     commands = {"evaluate": _evaluate, "segment": _segment,
-                "protocols": _protocols, "demo": _demo}
+                "protocols": _protocols, "demo": _demo, "weights": _weights}
     try:
-        if args.command != "protocols":
+        if args.command not in ("protocols", "weights"):
             from ._threads import configure_torch_threads
 
             configure_torch_threads()

