@@ -22,6 +22,8 @@ from sklearn.base import BaseEstimator, clone
 from tqdm.auto import tqdm
 
 from .base import FitFreeMixin, validate_own_params
+from ._arrays import (below, check_normalizer_output, check_part_output,
+                      float32_scores)
 from ._validation import (check_classes, check_masks, check_sample_list,
                           check_scalar)
 from .discrepancy import KLDiscrepancy, TransportPath, TransportVelocity
@@ -87,9 +89,20 @@ def _like(x, ref, dtype=None):
 
         tdt = None if dtype is None else getattr(torch, dtype)
         if _is_tensor(x):
-            return x.to(device=ref.device, dtype=tdt)
+            return x.detach().to(device=ref.device, dtype=tdt)
         return torch.as_tensor(np.asarray(x), dtype=tdt, device=ref.device)
+    if _is_tensor(x):  # a part's tensor on the numpy path
+        x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def _clone_part(est):
+    """A clone of an extractor with scikit-learn's parameters
+    (``get_params``); a plain object with the method alone (documented as
+    enough) is used as it is: it has no parameters to copy."""
+    if hasattr(est, "get_params") and not isinstance(est, type):
+        return clone(est)
+    return est
 
 
 def _check_part(part, name, method, example, passthrough=True):
@@ -450,7 +463,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         params = {k: getattr(self, k) for k in ("device", "dtype")
                   if getattr(self, k) is not None}
         if self.extractor is not None:
-            logits = clone(self.extractor)
+            logits = _clone_part(self.extractor)
         else:
             from .features.clip import CLIPFeatures
 
@@ -458,7 +471,7 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
         affinity = False
         if self._needs_affinity:
             if self.affinity is not None:
-                affinity = clone(self.affinity)
+                affinity = _clone_part(self.affinity)
             else:
                 from .features.diffusion import DiffusionAttention
 
@@ -559,9 +572,12 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
             q, mass = flat, nx.ones((n,), type_as=flat)
         else:
             if bool(getattr(norm, "requires_affinity", False)):
-                q, mass = norm.normalize(flat, affinity)
+                out = norm.normalize(flat, affinity)
             else:
-                q, mass = norm.normalize(flat)
+                out = norm.normalize(flat)
+            # the user's object is trusted with nothing: a pair, shapes
+            # against N and P, a real floating type, finite, distributions
+            q, mass = check_normalizer_output(out, norm, n, rows * cols)
             q = _like(q, flat, "float32")
             mass = _like(mass, flat)
         if isinstance(disc, str):  # "passthrough"
@@ -576,29 +592,32 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
             keep = mass == mass.max()
         if not bool(getattr(disc, "requires_affinity", True)):
             affinity = None
-        scores = _like(disc.compute(q[keep], affinity, mass[keep]), q,
-                       "float32")
-        if tuple(scores.shape) != (int(keep.sum()), rows * cols):
-            raise ValueError(
-                f"the discrepancy {disc!r} returned scores of shape "
-                f"{tuple(scores.shape)}; expected ({int(keep.sum())}, "
-                f"{rows * cols}), one row per class with mass."
-            )
-        if bool(nx.any(~nx.isfinite(scores))):
-            raise ValueError(
-                f"the discrepancy {disc!r} returned NaN or infinite scores; "
-                "check its parameters."
-            )
+        expected = (int(keep.sum()), rows * cols)
+        scores = check_part_output(
+            disc.compute(q[keep], affinity, mass[keep]), role="discrepancy",
+            part=disc, method="compute", shape=expected,
+            what=f"scores of shape (N, P) = {expected}, one row per class "
+                 "with mass")
+        # float32 from here on, without losing the margins to an offset
+        scores = _like(float32_scores(scores), q, "float32")
         out = nx.zeros((n, rows * cols), type_as=scores)
         out[keep] = scores
         # a class that keeps no mass is never predicted: its score lies
-        # below every other score, constant over the image
-        out[~keep] = scores.min() - 1.0
+        # below every other score (by a margin float32 keeps), constant
+        # over the image
+        out[~keep] = below(scores)
         return out.reshape(n, rows, cols)
 
     def _upsample(self, patch, ds, parts=None):
         _, _, up = self._parts() if parts is None else parts
-        return _like(up.upsample(patch, _feature(ds, "image")), patch)
+        image = _feature(ds, "image")
+        expected = (int(patch.shape[0]),) + tuple(image.shape[:2])
+        maps = check_part_output(
+            up.upsample(patch, image), role="upsampler", part=up,
+            method="upsample", shape=expected,
+            what=f"score maps of shape (N, H, W) = {expected}, one per "
+                 "class at the image's height and width")
+        return _like(maps, patch)
 
     def _labels(self, maps):
         """The argmax over classes, as a numpy int64 label map: the one
