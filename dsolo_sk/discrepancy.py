@@ -22,6 +22,7 @@ from ot.backend import get_backend
 from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
+from .normalization import _check_min_share
 from .transport import (ShiftedKernel, _check_affinity,
                         doubly_stochastic_scaling,
                         lse_matmul, markov_step, repair_affinity,
@@ -399,8 +400,9 @@ def suppress_minor_scores(scores, min_share):
     score at every patch; the count repeats on the classes left (the
     dropped class's patches go to their runner-up, which may lift another
     candidate above the share) until none falls below it. The class that
-    wins the most patches always stays. A class lifted above the others at a few scattered
-    patches by noise is absent; its patches go to the runner-up there.
+    wins the most patches always stays. A class lifted above the others
+    at a few scattered patches by noise is absent; its patches go to the
+    runner-up there.
     The test reads only the argmax, so it is invariant to any map of the
     scores that keeps it (a scale, a common offset).
 
@@ -429,8 +431,7 @@ def suppress_minor_scores(scores, min_share):
     >>> suppress_minor_scores(s, 0.3).argmax(0)   # class 1 goes, 2 stays
     array([0, 0, 0, 2, 2])
     """
-    check_scalar(min_share, "min_share", min_val=0, max_val=1,
-                 include_max=False, unit="(share of the patches)")
+    _check_min_share(min_share)
     n, p = scores.shape
     if min_share == 0 or n < 2:
         return scores
@@ -538,8 +539,7 @@ class TransportVelocity(BaseEstimator):
         self.min_share = min_share
 
     def _validate_params(self):
-        check_scalar(self.min_share, "min_share", min_val=0, max_val=1,
-                     include_max=False, unit="(share of the patches)")
+        _check_min_share(self.min_share)
         check_scalar(self.tau, "tau", min_val=0, include_min=False,
                      max_val=1e6, unit="(ratio to the uniform level)")
         for name, top in (("n_iter", 100_000), ("max_steps", 10_000),

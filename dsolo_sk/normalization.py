@@ -425,8 +425,7 @@ def subtract_baseline(logits, baseline):
     nx = get_backend(logits)
     finite = nx.isfinite(logits)
     if isinstance(baseline, str) and baseline == "mean":
-        n = nx.maximum(_as_float64(nx.sum(finite, 1)), 1.0)
-        level = nx.sum(nx.where(finite, logits, 0.0), 1) / n
+        level = _finite_mean(logits)
     elif isinstance(baseline, str):  # "off"
         off = finite & ~_winners(logits)
         level = _masked_quantile(logits, off, 0.5)
@@ -437,6 +436,15 @@ def subtract_baseline(logits, baseline):
     else:
         level = _masked_quantile(logits, finite, baseline)
     return nx.where(finite, logits - level[:, None], logits)
+
+
+def _finite_mean(logits):
+    """The (N,) mean of each class's finite logits (0 for a dropped
+    class), float64 of the kind of `logits`."""
+    nx = get_backend(logits)
+    finite = nx.isfinite(logits)
+    n = nx.maximum(_as_float64(nx.sum(finite, 1)), 1.0)
+    return nx.sum(nx.where(finite, logits, 0.0), 1) / n
 
 
 def _masked_quantile(values, mask, q):
@@ -612,8 +620,7 @@ def class_contrast(logits, temperature):
     logits = _as_float64(logits)
     nx = get_backend(logits)
     finite = nx.isfinite(logits)
-    n = nx.maximum(_as_float64(nx.sum(finite, 1, keepdims=True)), 1.0)
-    mean = nx.sum(nx.where(finite, logits, 0.0), 1, keepdims=True) / n
+    mean = _finite_mean(logits)[:, None]
     z = nx.where(finite, (logits - mean) / temperature, -np.inf)
     top = nx.max(z, axis=0, keepdims=True)
     top = nx.where(nx.isfinite(top), top, 0.0)

@@ -237,32 +237,30 @@ def download_snapshot(repo_id, *, revision=None, allow_patterns=None,
     huggingface_hub's exceptions go through unchanged (see
     :func:`classify`).
     """
-    import huggingface_hub
-
-    _check_target(repo_id)
-    kwargs = {}
-    if not progress:
-        kwargs["tqdm_class"] = _silent_tqdm()
-    with quiet_hub_logs():
-        return huggingface_hub.snapshot_download(
-            repo_id, revision=revision, allow_patterns=allow_patterns,
-            cache_dir=cache_dir, **kwargs)
+    return _download("snapshot_download", repo_id, progress,
+                     revision=revision, allow_patterns=allow_patterns,
+                     cache_dir=cache_dir)
 
 
 def download_file(repo_id, filename, *, revision=None, cache_dir=None,
                   progress=True):
     """``huggingface_hub.hf_hub_download`` of one file; returns its path
     in the cache. Refuses withdrawn ids."""
+    return _download("hf_hub_download", repo_id, progress, filename,
+                     revision=revision, cache_dir=cache_dir)
+
+
+def _download(name, repo_id, progress, *args, **kwargs):
+    """Call huggingface_hub's download function `name` (looked up at call
+    time) for `repo_id`, after refusing a withdrawn id, with its retry
+    logs quiet and its progress bars silent unless `progress`."""
     import huggingface_hub
 
     _check_target(repo_id)
-    kwargs = {}
     if not progress:
         kwargs["tqdm_class"] = _silent_tqdm()
     with quiet_hub_logs():
-        return huggingface_hub.hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=cache_dir,
-            **kwargs)
+        return getattr(huggingface_hub, name)(repo_id, *args, **kwargs)
 
 
 def _silent_tqdm():
