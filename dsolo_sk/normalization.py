@@ -50,7 +50,7 @@ NORMALIZE_OVER = ("image", "class")
 TEMPERATURE_UNITS = ("logit", "spread")
 #: The values of `presence` of :class:`LogitNormalizer`: how the class-level
 #: suppression counts the patches a class wins.
-PRESENCE_TESTS = ("argmax", "diffused")
+PRESENCE_TESTS = ("argmax", "centred", "diffused")
 
 
 def _as_float64(x):
@@ -184,7 +184,7 @@ def suppress_non_maximum(logits, fill="zero"):
     return nx.where(keep, logits, other)
 
 
-def suppress_minor_classes(logits, min_share):
+def suppress_minor_classes(logits, min_share, centre=False):
     """Drop the classes that win too few patches: class-level suppression.
 
     With :math:`n_c = \\#\\{i : c = \\arg\\max_k L_{ki}\\}` the number of
@@ -192,6 +192,17 @@ def suppress_minor_classes(logits, min_share):
     :math:`n_c < \\mathrm{min\\_share} \\cdot P` gets ``-inf`` everywhere,
     so that it carries no mass after :func:`normalize_logits` and is never
     predicted. The class that wins the most patches always stays.
+
+    With `centre`, the wins are counted on the logits centred per class,
+    :math:`C_{ki} = L_{ki} - \\bar L_k` with :math:`\\bar L_k` the class's
+    mean over the patches, and only where the top class stands above its
+    own level: :math:`n_c = \\#\\{i : c = \\arg\\max_k C_{ki},\\
+    C_{ci} > 0\\}`. A class must stand out where it wins, not sit high
+    everywhere (nor win, flat, where every other class sits below its
+    level), and the count
+    is unchanged by any per-class offset :math:`L_{ci} + b_c` (the text
+    bias and the global class score of CLIP's dense logits are such
+    offsets; on them the raw argmax is decided by the offsets).
 
     The per-patch suppression of :func:`suppress_non_maximum` leaves a class
     every patch it wins, however few: an absent class lifted by noise wins
@@ -208,6 +219,8 @@ def suppress_minor_classes(logits, min_share):
     min_share : float in [0, 1)
         The smallest share of the patches a class must win to stay. 0 keeps
         every class.
+    centre : bool, default=False
+        Count the wins on the logits centred per class.
 
     Returns
     -------
@@ -230,12 +243,31 @@ def suppress_minor_classes(logits, min_share):
     array([[ 0.3,  0.3,  0.3,  0.1],
            [-inf, -inf, -inf, -inf],
            [-inf, -inf, -inf, -inf]])
+
+    A class that sits high everywhere (a biased name, say) wins every
+    patch of the raw argmax, and none once each class is centred:
+
+    >>> B = np.array([[0.90, 0.91, 0.90, 0.91],
+    ...               [0.50, 0.50, 0.10, 0.10],
+    ...               [0.10, 0.10, 0.50, 0.50]])
+    >>> suppress_minor_classes(B, 0.25).max(1)
+    array([0.91, -inf, -inf])
+    >>> suppress_minor_classes(B, 0.25, centre=True).max(1)
+    array([-inf,  0.5,  0.5])
     """
     logits = _share_input(logits, min_share)
+    if not isinstance(centre, (bool, np.bool_)):
+        raise TypeError(f"centre must be True or False, got {centre!r}.")
     if min_share == 0:
         return logits
     nx = get_backend(logits)
-    count = nx.sum(_as_float64(_winners(logits)), 1)
+    if centre:
+        votes = subtract_baseline(_as_float64(logits), "mean")
+        # a win counts where the top class stands above its own level
+        wins = _winners(votes) & (votes > 0)
+    else:
+        wins = _winners(logits)
+    count = nx.sum(_as_float64(wins), 1)
     keep = (count >= min_share * logits.shape[1]) | (count == nx.max(count))
     return nx.where(keep[:, None], logits,
                     nx.full(logits.shape, -np.inf, type_as=logits))
@@ -639,7 +671,9 @@ class LogitNormalizer(BaseEstimator):
 
     1. class-level suppression (`min_share` > 0): the classes that are the
        top class at fewer than ``min_share * P`` patches are dropped
-       (:func:`suppress_minor_classes`); with ``presence="diffused"`` the
+       (:func:`suppress_minor_classes`; with ``presence="centred"`` the
+       top class of the logits centred per class); with
+       ``presence="diffused"`` the
        classes left must also win that share of the patches after one
        step of the class ratios over the affinity
        (:func:`suppress_scattered_classes`, on the result of steps 2-4),
@@ -706,9 +740,13 @@ class LogitNormalizer(BaseEstimator):
         mean over the patches; a number, that quantile of its logits over
         all the patches. None subtracts nothing. It cancels per-class
         offsets (a class name's bias).
-    presence : {"argmax", "diffused"}, default="argmax"
+    presence : {"argmax", "centred", "diffused"}, default="argmax"
         How the class-level suppression counts a class's patches:
         ``"argmax"``, where the class is the top class of the logits only;
+        ``"centred"``, where it is the top class of the logits centred per
+        class, :math:`L_{ci} - \\bar L_c` (unchanged by a per-class offset
+        :math:`L_{ci} + b_c`, such as CLIP's text bias and global class
+        score, which decide the raw argmax on CLIP's dense logits);
         ``"diffused"``, also where it is the top class of its ratio
         :math:`f_c = P m_c q_c` after one step of the Markov chain of the
         affinity (:func:`suppress_scattered_classes`), which outvotes the
@@ -820,7 +858,8 @@ class LogitNormalizer(BaseEstimator):
                 "call normalize(logits, affinity)."
             )
         if self.min_share > 0:
-            logits = suppress_minor_classes(logits, self.min_share)
+            logits = suppress_minor_classes(
+                logits, self.min_share, centre=self.presence == "centred")
         q, mass = self._weights(logits)
         if self.presence == "diffused" and self.min_share > 0:
             nx = get_backend(q)

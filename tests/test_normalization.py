@@ -36,6 +36,57 @@ def test_minor_class_test_reads_only_the_argmax():
     assert a.any() and not a.all()
 
 
+def test_centred_presence_is_unchanged_by_per_class_offsets():
+    # the text bias and the global class score of CLIP's dense logits are
+    # per-class offsets: they decide the raw argmax, not the centred one
+    L = 0.3 * _logits(4, n=8, p=200)
+    for c in range(4):  # four present classes, on a quarter each
+        L[c, 50 * c:50 * (c + 1)] += 1.0
+    rng = np.random.default_rng(5)
+    moved = 3.0 * L + rng.normal(scale=4.0, size=(L.shape[0], 1)) - 2.0
+    a = np.isinf(suppress_minor_classes(L, 0.1, centre=True)).all(1)
+    b = np.isinf(suppress_minor_classes(moved, 0.1, centre=True)).all(1)
+    np.testing.assert_array_equal(a, b)
+    assert a.any() and not a.all()
+    # the raw argmax test is moved by the same offsets
+    raw_a = np.isinf(suppress_minor_classes(L, 0.1)).all(1)
+    raw_b = np.isinf(suppress_minor_classes(moved, 0.1)).all(1)
+    assert not np.array_equal(raw_a, raw_b)
+
+
+def test_centred_presence_drops_a_flat_class_that_sits_high():
+    rng = np.random.default_rng(6)
+    p = 100
+    L = rng.normal(scale=0.01, size=(3, p))
+    L[1, :50] += 1.0   # two present classes, each on half the image
+    L[2, 50:] += 1.0
+    L[0] += 3.0        # a flat class above both everywhere
+    assert np.isfinite(suppress_minor_classes(L, 0.05)[0]).all()
+    out = suppress_minor_classes(L, 0.05, centre=True)
+    assert np.isinf(out[0]).all()
+    np.testing.assert_array_equal(out[1:], L[1:])
+
+
+def test_centred_presence_counts_only_wins_above_the_class_level():
+    # a class far below the others but for one patch: centred, it is the
+    # top class wherever every other class sits a little below its mean,
+    # yet stands above its own level at its one patch only
+    rng = np.random.default_rng(7)
+    L = rng.normal(scale=0.02, size=(4, 144))
+    L[0, :72] += 0.2
+    L[1, 72:] += 0.2
+    L[3] = L.min() - 1.0
+    L[3, 10] = L.max() + 1.0
+    out = suppress_minor_classes(L, 0.01, centre=True)
+    assert np.isinf(out[3]).all()
+    assert np.isfinite(out[:2]).all()
+
+
+def test_centre_is_checked():
+    with pytest.raises(TypeError, match="centre"):
+        suppress_minor_classes(_logits(), 0.1, centre="yes")
+
+
 def test_the_class_winning_most_patches_always_stays():
     L = np.zeros((3, 10))
     L[0, :4] = 1.0
