@@ -335,6 +335,10 @@ def build_segmenter(args, *, short_side=336):
             kw = {} if args.sd_model is None else {"model": args.sd_model}
             affinity = DiffusionAttention(device=args.device,
                                           dtype=args.dtype, **kw)
+    # everything the models need, reported at once before any loads
+    from .features.weights import require_weights
+
+    require_weights(clip, affinity)
     return DirectSegmenter(mode=args.mode, extractor=clip, affinity=affinity,
                            discrepancy=discrepancy, batch_size=batch_size,
                            progress=False)
@@ -631,7 +635,7 @@ def main(argv=None):
     0
     """
     args = build_parser().parse_args(argv)
-    from .features._cache import WeightsUnavailableError
+    from .features._cache import MissingPackageError, WeightsUnavailableError
 
     commands = {"evaluate": _evaluate, "segment": _segment,
                 "protocols": _protocols, "demo": _demo, "weights": _weights}
@@ -643,8 +647,8 @@ def main(argv=None):
         with _output_folder(getattr(args, "out", None),
                             "per_image" if args.command == "evaluate" else ""):
             return commands[args.command](args)
-    except (FileNotFoundError, WeightsUnavailableError, ValueError,
-            TypeError) as exc:
+    except (FileNotFoundError, WeightsUnavailableError, MissingPackageError,
+            ValueError, TypeError) as exc:
         print(f"dsolo-sk: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
