@@ -34,7 +34,7 @@
     with a model-free colour stand-in for CLIP, overlay PNGs, and the
     ablation on generated scenes::
 
-        dsolo-sk demo --out demo
+        dsolo-sk demo --out dsolo-sk-demo
 
 ``dsolo-sk weights``
     The pretrained weights in the Hugging Face cache::
@@ -527,14 +527,6 @@ def _demo(args):
     return 0
 
 
-def _size(n):
-    """Bytes in a short human form (decimal units, as the Hub shows)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-
-
 def _weights_models(args):
     """(clip, sd) of --clip / --sd: both defaults when neither is given."""
     from .features.weights import DEFAULT_CLIP, DEFAULT_SD
@@ -545,6 +537,8 @@ def _weights_models(args):
 
 
 def _print_weights(records):
+    from .features.weights import _size
+
     rows = []
     for r in records:
         revision = r.revision or "main"
