@@ -34,7 +34,7 @@
     with a model-free colour stand-in for CLIP, overlay PNGs, and the
     ablation on generated scenes::
 
-        dsolo-sk demo --out demo
+        dsolo-sk demo --out dsolo-sk-demo
 
 ``dsolo-sk weights``
     The pretrained weights in the Hugging Face cache::
@@ -335,6 +335,10 @@ def build_segmenter(args, *, short_side=336):
             kw = {} if args.sd_model is None else {"model": args.sd_model}
             affinity = DiffusionAttention(device=args.device,
                                           dtype=args.dtype, **kw)
+    # everything the models need, reported at once before any loads
+    from .features.weights import require_weights
+
+    require_weights(clip, affinity)
     return DirectSegmenter(mode=args.mode, extractor=clip, affinity=affinity,
                            discrepancy=discrepancy, batch_size=batch_size,
                            progress=False)
@@ -523,14 +527,6 @@ def _demo(args):
     return 0
 
 
-def _size(n):
-    """Bytes in a short human form (decimal units, as the Hub shows)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-
-
 def _weights_models(args):
     """(clip, sd) of --clip / --sd: both defaults when neither is given."""
     from .features.weights import DEFAULT_CLIP, DEFAULT_SD
@@ -541,6 +537,8 @@ def _weights_models(args):
 
 
 def _print_weights(records):
+    from .features.weights import _size
+
     rows = []
     for r in records:
         revision = r.revision or "main"
@@ -631,7 +629,7 @@ def main(argv=None):
     0
     """
     args = build_parser().parse_args(argv)
-    from .features._cache import WeightsUnavailableError
+    from .features._cache import MissingPackageError, WeightsUnavailableError
 
     commands = {"evaluate": _evaluate, "segment": _segment,
                 "protocols": _protocols, "demo": _demo, "weights": _weights}
@@ -643,8 +641,8 @@ def main(argv=None):
         with _output_folder(getattr(args, "out", None),
                             "per_image" if args.command == "evaluate" else ""):
             return commands[args.command](args)
-    except (FileNotFoundError, WeightsUnavailableError, ValueError,
-            TypeError) as exc:
+    except (FileNotFoundError, WeightsUnavailableError, MissingPackageError,
+            ValueError, TypeError) as exc:
         print(f"dsolo-sk: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

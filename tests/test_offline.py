@@ -111,17 +111,21 @@ def test_missing_weights_fail_within_seconds_with_the_hub_unreachable(
     assert "Retrying" not in run["stderr"]
 
 
-def test_the_clip_error_gives_the_python_and_the_command_line_fix(
+def test_the_headline_error_names_both_models_and_each_fix(
         unreachable_hub_run):
+    """One report for both models (issue 27), each with its local-copy
+    fix, and the one command that fetches both."""
     msg = unreachable_hub_run["clip_message"]
     assert "'openai'" in msg and "cannot be reached" in msg
+    assert f"Stable Diffusion {SD_REPO!r}" in msg
     # local OpenAI weights need the QuickGELU architecture (offline guide)
     assert ("CLIPFeatures('ViT-B-16-quickgelu', "
             "pretrained='/path/to/open_clip_model.safetensors')") in msg
     assert ("--model ViT-B-16-quickgelu --pretrained "
             "/path/to/open_clip_model.safetensors") in msg
     assert "hf download timm/vit_base_patch16_clip_224.openai" in msg
-    assert "dsolo-sk weights download --clip ViT-B-16:openai" in msg
+    assert "DiffusionAttention(model='/path/to/stable-diffusion-2-base')" in msg
+    assert "dsolo-sk weights download`" in msg  # both defaults, no flags
     assert "HF_HUB_OFFLINE=1" in msg  # the no-network fix: a copied cache
     assert "huggingface-cli" not in msg
 
@@ -144,6 +148,9 @@ def test_the_command_line_error_names_its_flags_and_leaves_no_folder(
     err = run["cli_stderr"]
     assert err.startswith("dsolo-sk: error:")
     assert "--model ViT-B-16-quickgelu --pretrained" in err
+    # --affinity color: CLIP only, so the fetch command names it alone
+    assert "dsolo-sk weights download --clip ViT-B-16:openai`" in err
+    assert "Stable Diffusion" not in err
     assert not (run["work"] / "seg").exists()
 
 

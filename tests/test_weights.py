@@ -25,7 +25,8 @@ from dsolo_sk.features import (CLIPFeatures, DiffusionAttention,
                                HubUnreachableError, WeightsGatedError,
                                WeightsNotCachedError, WeightsNotFoundError,
                                WeightsUnavailableError, check_weights,
-                               download_weights, weights_folder)
+                               download_weights, require_weights,
+                               weights_folder)
 from dsolo_sk.features import _cache, _hub, weights
 
 from conftest import write_hub_cache
@@ -559,3 +560,186 @@ def test_a_license_file_ships():
     cfg.read(ROOT / "setup.cfg")
     assert cfg["metadata"]["license"] == "BSD-3-Clause"
     assert "LICENSE" in cfg["metadata"]["license_files"]
+
+
+# -- one report of everything missing, before anything loads (issue 27) ------
+HEADLINE = r"""
+import json, os, sys, time
+import numpy as np
+t0 = time.perf_counter()
+from dsolo_sk import DirectSegmenter
+from dsolo_sk.features import WeightsNotCachedError, _cache
+t1 = time.perf_counter()
+images = [np.zeros((48, 64, 3), np.uint8)]
+try:
+    DirectSegmenter(mode="velocity").predict(images, ["cat", "dog"])
+    out = {"raised": None}
+except Exception as exc:
+    out = {"raised": type(exc).__name__, "message": str(exc)}
+out.update(call_seconds=time.perf_counter() - t1,
+           seconds=time.perf_counter() - t0, loads=_cache.load_count(),
+           open_clip="open_clip" in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def test_the_headline_call_reports_both_models_at_once(tmp_path):
+    """An empty cache, offline: the README's first line fails at once with
+    one error naming the CLIP and the Stable Diffusion weights, their
+    files, sizes and the cache searched, and the one fetch command; no
+    model is loaded (open_clip is not even imported) and nothing is
+    written into the cache."""
+    home = tmp_path / "hf"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HOME", "HF_HUB_CACHE")}
+    env.update(HF_HOME=str(home), HF_HUB_CACHE=str(home / "hub"),
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", HEADLINE], cwd=tmp_path,
+                          env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["raised"] == "WeightsNotCachedError", out
+    msg = out["message"]
+    # one error, both models, each with its files, size and where looked
+    assert msg.count("looked in the Hugging Face cache "
+                     f"{home / 'hub'}") == 2, msg
+    assert "1. CLIP 'ViT-B-16' with the 'openai' weights" in msg
+    assert f"2. Stable Diffusion {MIRROR!r}" in msg and PIN in msg
+    assert "open_clip_model.safetensors" in msg
+    assert "unet/diffusion_pytorch_model.safetensors" in msg
+    assert "text_encoder/model.safetensors" in msg
+    assert "about 599.0 MB to download" in msg
+    assert "about 5.2 GB to download" in msg
+    assert "HF_HUB_OFFLINE is set" in msg
+    # the one command that fetches both, and the local-path alternative
+    assert re.search(r"`\S*dsolo-sk weights download`", msg), msg
+    assert "Python: CLIPFeatures('ViT-B-16-quickgelu'" in msg
+    assert "--sd-model /path/to/stable-diffusion-2-base" in msg
+    assert "docs/user_guide/weights.rst" in msg
+    assert out["loads"] == 0 and not out["open_clip"]
+    assert not (home / "hub").exists() or not any((home / "hub").iterdir())
+    assert out["call_seconds"] < 10, out
+
+
+@pytest.fixture
+def tiny_clip_local(tiny_clip_files):
+    return CLIPFeatures(tiny_clip_files["config"],
+                        tiny_clip_files["checkpoint"], short_side=32,
+                        templates=["a photo of a {}."], device="cpu")
+
+
+def test_a_hidden_package_is_named_before_any_weights_load(
+        monkeypatch, tiny_clip_local, tiny_sd_dir, tmp_path):
+    """transformers hidden from imports (set to None in sys.modules, as
+    import treats a package that is not installed): the local tiny models
+    are complete, and the error names the package and its pip command
+    before the CLIP, the UNet or the VAE is loaded."""
+    from dsolo_sk import DirectSegmenter
+    from dsolo_sk.features import MissingPackageError
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    _cache.clear_model_cache()
+    loads = _cache.load_count()
+    seg = DirectSegmenter(mode="velocity", extractor=tiny_clip_local,
+                          affinity=DiffusionAttention(tiny_sd_dir,
+                                                      resolution=32,
+                                                      device="cpu"))
+    with pytest.raises(MissingPackageError) as info:
+        seg.predict([IMAGE], ["cat", "dog"])
+    assert _cache.load_count() == loads
+    msg = str(info.value)
+    assert info.value.name == "transformers"
+    assert "'transformers', not installed" in msg
+    assert "DiffusionAttention imports it for the text encoder" in msg
+    assert re.search(r"`\S*pip install transformers`", msg), msg
+    # with the weights missing too, the same one error names them all
+    cache = str(tmp_path)
+    with pytest.raises(MissingPackageError) as info:
+        DirectSegmenter(
+            mode="velocity", extractor=CLIPFeatures(cache_dir=cache),
+            affinity=DiffusionAttention(cache_dir=cache)).predict(
+                [IMAGE], ["cat", "dog"])
+    msg = str(info.value)
+    assert "CLIP 'ViT-B-16'" in msg and f"Stable Diffusion {MIRROR!r}" in msg
+    assert "pip install transformers" in msg and "weights download" in msg
+    assert _cache.load_count() == loads
+    # text_embedding="zeros" reads no text encoder: nothing is missing
+    zeros = DiffusionAttention(tiny_sd_dir, resolution=32, device="cpu",
+                               text_embedding="zeros")
+    assert require_weights(tiny_clip_local, zeros) == []
+
+
+def test_an_incomplete_cache_names_only_what_it_lacks(
+        tmp_path, tiny_sd_dir, tiny_clip_safetensors):
+    """A cache in the hub's layout holding the (tiny) CLIP file and the
+    Stable Diffusion snapshot without its UNet weights: the error names the
+    UNet file, its size and the snapshot's cache, not CLIP."""
+    from dsolo_sk import DirectSegmenter
+
+    cache = str(tmp_path / "hub")
+    snapshot = write_hub_cache(cache, MIRROR, tiny_sd_dir, commit=PIN,
+                               pipeline=True)
+    (snapshot / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    _clip_cache(cache, tiny_clip_safetensors)
+    loads = _cache.load_count()
+    seg = DirectSegmenter(extractor=CLIPFeatures(cache_dir=cache),
+                          affinity=DiffusionAttention(cache_dir=cache))
+    with pytest.raises(WeightsNotCachedError) as info:
+        seg.predict([IMAGE], ["cat", "dog"])
+    assert _cache.load_count() == loads
+    msg = str(info.value)
+    assert "CLIP" not in msg.split("Fix:")[0], msg
+    assert ("missing unet/diffusion_pytorch_model.safetensors (about 3.5 GB "
+            "to download)") in msg
+    assert f"looked in the Hugging Face cache {cache}" in msg
+    assert f"weights download --cache {cache}`" in msg
+
+
+def test_an_incomplete_local_folder_is_named(tmp_path, tiny_sd_dir,
+                                             tiny_clip_local):
+    """A local pipeline folder whose text encoder lacks its weights (and
+    one whose UNet weights are truncated): named, with the folder, before
+    anything loads, from Python and from the command line."""
+    import shutil
+
+    from dsolo_sk.cli import main
+    from PIL import Image
+
+    folder = tmp_path / "sd"
+    shutil.copytree(tiny_sd_dir, folder)
+    (folder / "text_encoder" / "model.safetensors").unlink()
+    loads = _cache.load_count()
+    sd = DiffusionAttention(str(folder), resolution=32, device="cpu")
+    with pytest.raises(WeightsUnavailableError) as info:
+        require_weights(tiny_clip_local, sd)
+    msg = str(info.value)
+    assert f"the local Stable Diffusion folder {str(folder)!r}" in msg
+    assert "missing text_encoder/model.safetensors" in msg
+    assert f"looked in {folder}" in msg
+    unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    unet.write_bytes(unet.read_bytes()[:100])
+    with pytest.raises(WeightsUnavailableError, match="damaged unet/") as info:
+        require_weights(sd)
+    assert "weights download" not in str(info.value)  # no Hub model here
+    Image.fromarray(IMAGE).save(tmp_path / "photo.png")
+    status = main(["segment", str(tmp_path / "photo.png"), "--classes",
+                   "a,b", "--out", str(tmp_path / "out"), "--no-progress",
+                   "--pretrained", "none", "--sd-model", str(folder)])
+    assert status == 1
+    assert _cache.load_count() == loads
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_that_answers_leaves_the_download_to_the_load(tmp_path,
+                                                            monkeypatch):
+    """Online, with the Hub answering the probe, weights not in the cache
+    are no error yet: the extractor downloads them when it loads."""
+    _online(monkeypatch)
+    monkeypatch.setattr(_hub, "unreachable_reason", lambda: None)
+    [clip] = require_weights(CLIPFeatures(cache_dir=str(tmp_path)))
+    assert clip.status == "missing"
+    monkeypatch.setattr(_hub, "unreachable_reason",
+                        lambda: "the Hub at X cannot be reached (refused)")
+    with pytest.raises(HubUnreachableError, match="cannot be reached"):
+        require_weights(CLIPFeatures(cache_dir=str(tmp_path)))

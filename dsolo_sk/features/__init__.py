@@ -12,6 +12,7 @@
    DiffusionAttention
    FeatureExtractor
    check_weights
+   require_weights
    download_weights
    weights_folder
 
@@ -33,9 +34,10 @@ __getattr__, _lazy_dir, _ = lazy_loader.attach(
         "clip": ["CLIPFeatures"],
         "_cache": ["WeightsUnavailableError", "WeightsNotFoundError",
                    "WeightsGatedError", "HubUnreachableError",
-                   "WeightsNotCachedError", "clear_model_cache"],
+                   "WeightsNotCachedError", "MissingPackageError",
+                   "clear_model_cache"],
         "weights": ["check_weights", "download_weights", "weights_folder",
-                    "WeightsStatus"],
+                    "require_weights", "WeightsStatus"],
         "diffusion": ["DiffusionAttention"],
         "extractor": ["FeatureExtractor"]})
 
@@ -44,8 +46,9 @@ __all__ = ["from_arrays", "check_features", "ColorPositionAffinity",
            "ColorPrototypeLogits",
            "CLIPFeatures", "WeightsUnavailableError", "WeightsNotFoundError",
            "WeightsGatedError", "HubUnreachableError", "WeightsNotCachedError",
-           "clear_model_cache", "check_weights", "download_weights",
-           "weights_folder", "WeightsStatus",
+           "MissingPackageError", "clear_model_cache", "check_weights",
+           "download_weights", "weights_folder", "require_weights",
+           "WeightsStatus",
            "DiffusionAttention", "FeatureExtractor"]
 
 

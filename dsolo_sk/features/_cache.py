@@ -28,6 +28,7 @@ __all__ = [
     "WeightsGatedError",
     "HubUnreachableError",
     "WeightsNotCachedError",
+    "MissingPackageError",
 ]
 
 _LOCK = threading.RLock()
@@ -127,6 +128,27 @@ class WeightsNotCachedError(WeightsUnavailableError):
     >>> from dsolo_sk.features import WeightsNotCachedError
     >>> issubclass(WeightsNotCachedError, OSError)
     True
+    """
+
+
+class MissingPackageError(ModuleNotFoundError):
+    """A Python package that loading a model imports is not installed.
+
+    Raised by :func:`~dsolo_sk.features.require_weights` (and so by a
+    segmenter about to run its extractors) before any model is loaded:
+    the message lists every package missing, with the ``pip install``
+    command, and every weights file missing as well, so that one error
+    says all there is to fix. A :class:`ModuleNotFoundError`, so
+    ``except ImportError`` catches it; ``name`` is the first package
+    missing.
+
+    Examples
+    --------
+    >>> from dsolo_sk.features import MissingPackageError
+    >>> err = MissingPackageError("transformers is not installed",
+    ...                           name="transformers")
+    >>> isinstance(err, ImportError), err.name
+    (True, 'transformers')
     """
 
 

@@ -737,6 +737,42 @@ class CLIPFeatures(BaseEstimator):
             check_template(t)
         return templates
 
+    def _requirements(self):
+        """What loading the model reads, for
+        :func:`~dsolo_sk.features.require_weights`: the packages its load
+        imports, and the Hub weights of a tag (``hf-hub:`` id) or the files
+        of a local folder; found without importing open_clip for the OpenAI
+        tags. Paths to checkpoints and configs are checked by
+        :meth:`_validate_params`."""
+        from . import weights
+
+        model, pretrained = self.model, self.pretrained
+        if not isinstance(model, (str, os.PathLike)) or not isinstance(
+                pretrained, (str, os.PathLike, type(None))):
+            return []  # _validate_params says what is wrong
+        model = os.fspath(model)
+        pretrained = None if pretrained is None else os.fspath(pretrained)
+        packages = [("torch", "the model"),
+                    ("open_clip", "the model and its tokenizer")]
+        hub = local_dir = None
+        if model.startswith("hf-hub:"):
+            hub, pretrained = model, None
+        elif model.startswith("local-dir:") or os.path.isdir(model):
+            local_dir = model[len("local-dir:"):] if model.startswith(
+                "local-dir:") else model
+        elif (pretrained is not None and not model.endswith(".json")
+              and os.sep not in model
+              and not os.path.isfile(pretrained) and os.sep not in pretrained
+              and not pretrained.endswith(_CKPT_SUFFIXES)):
+            hub = model  # a tag of a built-in architecture
+        weights_file = str(pretrained or "")
+        if hub is not None or weights_file.endswith(".safetensors"):
+            packages.append(("safetensors", "the weights file"))
+        if hub is not None:
+            packages.append(("huggingface_hub", "the Hugging Face cache"))
+        return [weights._clip_need(hub, pretrained, cache_dir=self.cache_dir,
+                                   local_dir=local_dir, packages=packages)]
+
     # ------------------------------------------------------------------
     # loading
 

@@ -457,6 +457,38 @@ class DiffusionAttention(BaseEstimator):
         _cache.check_device_dtype(self.device, self.dtype)
         return self._source()
 
+    def _requirements(self):
+        """What loading the model reads, for
+        :func:`~dsolo_sk.features.require_weights`: the packages its load
+        imports (transformers for the text encoder), and the files of the
+        parts it reads, on the Hub or in the local folder."""
+        from . import weights
+
+        try:
+            kind, source = self._source()
+        except (TypeError, ValueError):
+            return []  # _validate_params says what is wrong
+        text = self.text_embedding == "encoder" or (
+            self.text_embedding == "auto" and (kind == "hub" or all(
+                os.path.isdir(os.path.join(source, sub))
+                for sub in ("text_encoder", "tokenizer"))))
+        parts = ("unet", "vae") + (("text_encoder", "tokenizer") if text
+                                   else ())
+        packages = [("torch", "the UNet and the VAE"),
+                    ("diffusers", "the UNet and the VAE"),
+                    ("safetensors", "the weights files")]
+        if text:
+            packages.append(("transformers",
+                             "the text encoder and its tokenizer"))
+        if kind == "hub":
+            packages.append(("huggingface_hub", "the Hugging Face cache"))
+            return [weights._sd_need(source, self.revision,
+                                     variant=self.variant, parts=parts,
+                                     cache_dir=self.cache_dir,
+                                     packages=packages)]
+        return [weights._sd_need(None, variant=self.variant, parts=parts,
+                                 local_dir=source, packages=packages)]
+
     # ------------------------------------------------------------------
     # loading
 

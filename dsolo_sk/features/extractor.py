@@ -94,7 +94,10 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
     see :func:`dsolo_sk.datasets.read_image`); one that cannot be decoded
     raises :class:`~dsolo_sk.exceptions.UnreadableFileError` naming it.
     Every image, the classes and the extractors' parameters are
-    validated before any model is loaded. The Dataset's ``image`` is the
+    validated before any model is loaded, and everything the models need
+    (their packages, their weights in the cache or a local folder) is
+    checked first by :func:`~dsolo_sk.features.require_weights`, which
+    lists all that is missing in one error. The Dataset's ``image`` is the
     image at its original resolution, so the label map predicted from it
     has the image's size.
 
@@ -128,16 +131,18 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         self.progress = progress
         self.batch_size = batch_size
 
-    def _parts(self):
-        """The (logits, affinity-or-None) extractors, validated."""
+    def _parts(self, require=False):
+        """The (logits, affinity-or-None) extractors, validated; with
+        `require`, everything their models need is checked first
+        (:func:`~dsolo_sk.features.require_weights`, which imports none of
+        the packages that the validation of a CLIP tag imports, so that
+        missing weights are reported within a second or two)."""
         if self.logits is None:
             from .clip import CLIPFeatures
 
             logits = CLIPFeatures()
         else:
             logits = self.logits
-        _check_part(logits, "compute_logits", "logits",
-                    "dsolo_sk.features.CLIPFeatures()")
         aff = self.affinity
         if isinstance(aff, str) and aff not in _NO_AFFINITY:
             raise ValueError(
@@ -145,13 +150,20 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
                 f"attention), False or 'none', got {aff!r}."
             )
         if aff is False or aff == "none":
-            return logits, None
-        if aff is None:
+            aff = None
+        elif aff is None:
             from .diffusion import DiffusionAttention
 
             aff = DiffusionAttention()
-        _check_part(aff, "compute_affinity", "affinity",
-                    "dsolo_sk.features.ColorPositionAffinity()")
+        if require:
+            from .weights import require_weights
+
+            require_weights(logits, aff)
+        _check_part(logits, "compute_logits", "logits",
+                    "dsolo_sk.features.CLIPFeatures()")
+        if aff is not None:
+            _check_part(aff, "compute_affinity", "affinity",
+                        "dsolo_sk.features.ColorPositionAffinity()")
         return logits, aff
 
     def _check_classes(self):
@@ -216,7 +228,7 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         self._check_progress()
         batch_size = self._check_batch_size()
         classes = self._check_classes()
-        logits_est, aff_est = self._parts()
+        logits_est, aff_est = self._parts(require=True)
         disable = None if self.progress is None else not self.progress
         out = []
         with tqdm(total=len(images), desc="features", unit="image",
@@ -249,7 +261,7 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         self._check_progress()
         batch_size = self._check_batch_size()
         classes = self._check_classes()
-        logits_est, aff_est = self._parts()
+        logits_est, aff_est = self._parts(require=True)
 
         def arrays():
             for chunk in _chunks(images, batch_size):

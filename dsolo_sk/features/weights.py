@@ -38,11 +38,13 @@ when huggingface_hub wrote one, gives each file's size and SHA-256.
 import dataclasses
 import os
 import re
+import shlex
 
 from .. import _io
 from . import _hub
 
-__all__ = ["check_weights", "download_weights", "weights_folder",
+__all__ = ["check_weights", "require_weights", "download_weights",
+           "weights_folder",
            "WeightsStatus", "DEFAULT_CLIP", "DEFAULT_SD", "SD_PARTS"]
 
 #: The default CLIP, ``MODEL:TAG`` (``CLIPFeatures()``).
@@ -378,13 +380,22 @@ def _inspect(spec, repo, revision, cache_dir, checksums, *,
     commit = _commit(storage, revision) if os.path.isdir(storage) else None
     snapshot = None if commit is None else os.path.join(
         storage, "snapshots", commit)
-    found, missing, damaged = [], [], []
     if snapshot is None or not os.path.isdir(snapshot):
         missing = [" | ".join(alt) for alt in spec.files]
         return WeightsStatus(spec.model, spec.kind, repo, revision,
                              None, "missing", None, missing=tuple(missing),
                              checksums=checksums)
     meta = _tree(storage, commit) if structural else None
+    return _inspect_folder(spec, snapshot, meta, checksums, repo=repo,
+                           revision=revision, commit=commit,
+                           structural=structural)
+
+
+def _inspect_folder(spec, snapshot, meta, checksums, *, repo=None,
+                    revision=None, commit=None, structural=True):
+    """The :class:`WeightsStatus` of `spec`'s files in the folder
+    `snapshot` (a snapshot of the cache, or a local folder)."""
+    found, missing, damaged = [], [], []
     for alternatives in spec.files:
         name = next((a for a in alternatives
                      if os.path.lexists(os.path.join(snapshot, a))), None)
@@ -458,7 +469,7 @@ def check_weights(clip=DEFAULT_CLIP, sd=DEFAULT_SD, *, cache_dir=None,
     variant : str or None, default=None
         The diffusers weights variant (``"fp16"``).
     checksums : bool, default=False
-        Also hash every file: about a second per GB (some 5.7 GB for the
+        Also hash every file: about a second per GB (some 5.8 GB for the
         two defaults), so off by default.
 
     Returns
@@ -741,7 +752,7 @@ def download_weights(clip=DEFAULT_CLIP, sd=DEFAULT_SD, *, cache_dir=None,
 
     Examples
     --------
-    On a machine with network access (about 5.7 GB):
+    On a machine with network access (about 5.8 GB):
 
     >>> from dsolo_sk.features import download_weights
     >>> download_weights()  # doctest: +SKIP
@@ -765,3 +776,465 @@ def download_weights(clip=DEFAULT_CLIP, sd=DEFAULT_SD, *, cache_dir=None,
             result = fetch(spec, cache_dir, progress, what, fix)
         out.append(result)
     return out
+
+
+# -- everything a load needs, checked before it starts -----------------------
+#: Approximate sizes in bytes of the default models' weights files on the
+#: Hub, for saying what a download costs before any file list is cached
+#: (the Hub's file list, once huggingface_hub cached one, gives exact ones).
+_KNOWN_SIZES = {
+    ("timm/vit_base_patch16_clip_224.openai",
+     "open_clip_model.safetensors"): 599_000_000,
+    ("timm/vit_large_patch14_clip_224.openai",
+     "open_clip_model.safetensors"): 1_710_000_000,
+    (DEFAULT_SD, "unet/diffusion_pytorch_model.safetensors"): 3_460_000_000,
+    (DEFAULT_SD, "unet/diffusion_pytorch_model.fp16.safetensors"):
+        1_730_000_000,
+    (DEFAULT_SD, "vae/diffusion_pytorch_model.safetensors"): 335_000_000,
+    (DEFAULT_SD, "vae/diffusion_pytorch_model.fp16.safetensors"):
+        167_000_000,
+    (DEFAULT_SD, "text_encoder/model.safetensors"): 1_360_000_000,
+    (DEFAULT_SD, "text_encoder/model.fp16.safetensors"): 681_000_000,
+    (DEFAULT_SD, "tokenizer/vocab.json | tokenizer/tokenizer.json"):
+        1_100_000,
+}
+#: Files below this size are not counted as unknown in a download's size.
+_SMALL = ("config.json", "tokenizer_config.json", "model_index.json",
+          "scheduler_config.json")
+#: The distribution pip installs for each module the extractors import.
+_DISTRIBUTIONS = {"open_clip": "open-clip-torch",
+                  "huggingface_hub": "huggingface_hub"}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Need:
+    """What loading one extractor's model reads: the packages it imports
+    (module, what for), and its weights, on the Hub (`spec`, looked up in
+    the cache `cache_dir`) or in a local folder (`folder`)."""
+
+    owner: str
+    packages: tuple = ()
+    spec: object = None
+    cache_dir: object = None
+    folder: object = None
+    fix: object = None  # (python, cli, local, fill) of the weights
+    variant: object = None
+
+
+def _clip_need(model, pretrained, *, cache_dir=None, local_dir=None,
+              packages=()):
+    """The :class:`_Need` of a CLIPFeatures: the Hub weights of
+    ``MODEL:TAG`` (or an ``hf-hub:`` id, given as `model` with `pretrained`
+    None), or the files of the local folder `local_dir`. Imports open_clip
+    only for tags the table :data:`CLIP_HUB` does not hold, and gives no
+    weights (the load's own checks then say what is wrong) where open_clip
+    cannot say where a tag's weights are."""
+    spec = fix = None
+    if local_dir is not None:
+        spec = _Spec(local_dir, "clip", local_dir, None,
+                     (("open_clip_config.json",),
+                      (_OPEN_CLIP_SAFE_WEIGHTS, _OPEN_CLIP_WEIGHTS)), ())
+    elif model is not None:
+        value = model if pretrained is None else f"{model}:{pretrained}"
+        try:
+            spec = _clip_spec(value)
+        except (ImportError, ValueError, TypeError):
+            spec = None  # an unknown tag, a URL-only one, no open_clip
+        else:
+            fix = _clip_fix(spec)
+    return _Need("CLIPFeatures", tuple(packages), spec, cache_dir, local_dir,
+                 fix)
+
+
+def _sd_need(model, revision=None, *, variant=None, parts=SD_PARTS,
+            cache_dir=None, local_dir=None, packages=()):
+    """The :class:`_Need` of a DiffusionAttention: the `parts` of the Hub
+    pipeline `model` at `revision`, or of the local folder `local_dir`
+    (where a sharded checkpoint's index stands for its weights file)."""
+    if local_dir is not None:
+        files, _ = sd_files(parts, variant, pipeline=False)
+        files = tuple(alt + (alt[0] + ".index.json",)
+                      if alt[0].endswith(".safetensors") else alt
+                      for alt in files)
+        spec = _Spec(local_dir, "sd", local_dir, None, files, ())
+        return _Need("DiffusionAttention", tuple(packages), spec,
+                     cache_dir, local_dir)
+    try:
+        spec = _sd_spec(model, revision, variant, parts, pipeline=False)
+    except (TypeError, ValueError):  # the extractor's validation says why
+        return _Need("DiffusionAttention", tuple(packages))
+    fix = _sd_fix(spec.repo, spec.revision, variant,
+                  sd_files(SD_PARTS, variant)[1])
+    return _Need("DiffusionAttention", tuple(packages), spec, cache_dir,
+                 None, fix, variant)
+
+
+def _importable(module):
+    """Whether `module` can be imported, without importing it (a module
+    set to None in :data:`sys.modules` counts as missing, as import
+    treats it)."""
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _script(name):
+    """How to call the console script `name` of the running environment
+    from here: its bare name where that is what the PATH finds, else its
+    path, relative to the working folder when it lies below it (as the
+    README writes ``.venv/bin/dsolo-sk``)."""
+    import shutil
+    import sys
+
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.path.isfile(path):
+        return name
+    found = shutil.which(name)
+    if found and os.path.realpath(found) == os.path.realpath(path):
+        return name
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # pragma: no cover - another drive
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _size(n):
+    """Bytes in a short human form (decimal units, as the Hub shows)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def _missing_size(need, status):
+    """(bytes, unknown) of what a download of `status`'s missing and
+    damaged files costs: the Hub's cached file list, else
+    :data:`_KNOWN_SIZES`; `unknown` counts weights files of unknown size."""
+    meta = {}
+    if status.commit is not None:
+        meta = _tree(_storage(status.repo, need.cache_dir),
+                     status.commit) or {}
+    total, unknown = 0, 0
+    names = list(status.missing) + [d.split(":", 1)[0]
+                                    for d in status.damaged]
+    for name in names:
+        first = name.split(" | ")[0]
+        entry = meta.get(first)
+        size = None
+        if isinstance(entry, dict):
+            size = entry.get("lfs_size") or entry.get("size")
+        if not isinstance(size, int):
+            size = _KNOWN_SIZES.get((status.repo, name),
+                                    _KNOWN_SIZES.get((status.repo, first)))
+        if size is None:
+            if not first.endswith(_SMALL):
+                unknown += 1
+            continue
+        total += size
+    return total, unknown
+
+
+def _needs(extractors):
+    out = []
+    for est in extractors:
+        if est is None or est is False:
+            continue
+        requirements = getattr(est, "_requirements", None)
+        if callable(requirements):
+            out.extend(requirements())
+    return out
+
+
+def _missing_packages(needs):
+    """module -> [(owner, what for)] of the packages not installed."""
+    out = {}
+    for need in needs:
+        for module, why in need.packages:
+            if not _importable(module):
+                out.setdefault(module, []).append((need.owner, why))
+    return out
+
+
+def _check_needs(needs, *, hub=True):
+    """[(need, status)] of every need with weights (the Hub ones only
+    with `hub`)."""
+    out = []
+    for need in needs:
+        if need.spec is None:
+            continue
+        if need.folder is not None:
+            status = _inspect_folder(need.spec, need.folder, None, False,
+                                     repo=need.folder)
+        elif hub:
+            status = _status(need.spec, need.cache_dir)
+        else:
+            continue
+        out.append((need, status))
+    return out
+
+
+def _describe(need, status):
+    """The lines of one model's entry in the report."""
+    spec = need.spec
+    if need.folder is not None:
+        model = "CLIP" if spec.kind == "clip" else "Stable Diffusion"
+        head = f"the local {model} folder {need.folder!r} ({need.owner})"
+        where = f"looked in {need.folder}"
+    else:
+        if spec.kind == "clip":
+            arch, _, tag = spec.model.rpartition(":")
+            name = repr(spec.model) if spec.model.startswith("hf-hub:") \
+                else f"{arch!r} with the {tag!r} weights"
+            head = f"CLIP {name} ({need.owner}) from {spec.repo}"
+        else:
+            at = f" at revision {spec.revision!r}" if spec.revision else ""
+            head = (f"Stable Diffusion {spec.model!r} ({need.owner}) from "
+                    f"{spec.repo}{at}")
+        where = ("looked in the Hugging Face cache "
+                 f"{weights_folder(need.cache_dir)}")
+    what = []
+    if status.missing:
+        # a sharded checkpoint's index would do too: not worth a line
+        what.append("missing " + ", ".join(
+            re.sub(r" \| \S+\.index\.json$", "", m) for m in status.missing))
+    if status.damaged:
+        what.append("damaged " + "; ".join(status.damaged))
+    line = f"{head}: {'; '.join(what)}"
+    if need.folder is None:
+        size, unknown = _missing_size(need, status)
+        if size:
+            line += f" (about {_size(size)} to download" + (
+                ", and files of unknown size)" if unknown else ")")
+        elif unknown:
+            line += " (download size unknown)"
+    lines = [f"{line}; {where}."]
+    if need.fix is not None:
+        python, cli, local, _ = need.fix
+        lines += [f"   or use {local}:", f"     Python: {python}",
+                  f"     command line: {cli}"]
+    elif need.folder is not None:
+        lines.append("   write the folder with save_pretrained (or `hf "
+                     "download REPO --local-dir FOLDER`), safetensors "
+                     "weights in each part.")
+    return lines
+
+
+def _fetch_commands(needs):
+    """The ``dsolo-sk weights download`` that fills the cache with every
+    Hub model of `needs`: one command, or one per cache folder (and per
+    further CLIP or Stable Diffusion)."""
+    groups = {}
+    for need in needs:
+        if need.spec is None or need.folder is not None:
+            continue
+        group = groups.setdefault(need.cache_dir, {"clip": [], "sd": []})
+        spec = need.spec
+        if spec.kind == "clip":
+            group["clip"].append(spec.model)
+        else:
+            name = spec.repo if spec.revision in (
+                None, _hub.PINNED.get(spec.repo)) else \
+                f"{spec.repo}@{spec.revision}"
+            group["sd"].append((name, need.variant))
+    dsolo = _script("dsolo-sk")
+    commands = []
+    for cache_dir, group in groups.items():
+        clips = list(dict.fromkeys(group["clip"]))
+        sds = list(dict.fromkeys(group["sd"]))
+        tail = "" if cache_dir is None else \
+            f" --cache {shlex.quote(os.fspath(cache_dir))}"
+        if clips == [DEFAULT_CLIP] and sds == [(DEFAULT_SD, None)]:
+            commands.append(f"{dsolo} weights download{tail}")
+            continue
+        for k in range(max(len(clips), len(sds))):
+            args = f" --clip {clips[k]}" if k < len(clips) else ""
+            if k < len(sds):
+                name, variant = sds[k]
+                args += f" --sd {name}" + (
+                    f" --variant {variant}" if variant else "")
+            commands.append(f"{dsolo} weights download{args}{tail}")
+    return commands
+
+
+def _report(needs, packages, problems, reason):
+    """The one error for everything missing: weights, then packages."""
+    from ._cache import (HubUnreachableError, MissingPackageError,
+                         WeightsNotCachedError, WeightsUnavailableError)
+
+    hub_missing = any(need.folder is None and status.missing
+                      for need, status in problems)
+    damaged = any(status.damaged for _, status in problems)
+    hub_damaged = any(status.damaged for need, status in problems
+                      if need.folder is None)
+    lines = ["the models cannot be loaded; nothing was loaded"
+             + (f" or downloaded ({reason})" if hub_missing and reason
+                else "")
+             + (". Missing or damaged:" if damaged else ". Missing:")]
+    k = 0
+    for need, status in problems:
+        k += 1
+        first, *rest = _describe(need, status)
+        lines.append(f"{k}. {first}")
+        lines += rest
+    for module, users in packages.items():
+        k += 1
+        why = "; ".join(f"{owner} imports it for {what}"
+                        for owner, what in dict.fromkeys(users))
+        lines.append(f"{k}. the Python package {module!r}, not installed "
+                     f"({why}).")
+    fixes = []
+    if packages:
+        dists = " ".join(_DISTRIBUTIONS.get(m, m) for m in packages)
+        fixes.append(f"install {'them' if len(packages) > 1 else 'it'}: "
+                     f"`{_script('pip')} install {dists}`")
+    if hub_missing or hub_damaged:
+        commands = " and ".join(f"`{c}`" for c in _fetch_commands(needs))
+        total = sum(_missing_size(need, status)[0]
+                    for need, status in problems if need.folder is None)
+        size = f", about {_size(total)} missing here" if total else ""
+        if reason is None and not hub_damaged:
+            fixes.append("the weights not in the cache are downloaded when "
+                         f"first used{size}, or all at once by {commands}")
+        else:
+            notes = []
+            if any(n.cache_dir is None for n, _ in problems):
+                notes.append(f"`{_script('dsolo-sk')} weights path` prints "
+                             "the cache folder it fills")
+            if hub_damaged:
+                notes.append("delete the damaged files first")
+            notes = f" ({'; '.join(notes)})" if notes else ""
+            fixes.append(
+                "fetch all the weights at once on a machine with network "
+                f"access, {commands}{size}{notes}, copy that folder here "
+                "and run with HF_HUB_CACHE=/path/to/the/copy and "
+                "HF_HUB_OFFLINE=1; or use the local copies named above")
+    if any(need.folder is not None for need, _ in problems):
+        fixes.append("complete the local folders named above")
+    message = "\n".join(lines) + "\nFix: " + ";\nand ".join(fixes) + \
+        f".\nSee {_hub.DOCS_TITLE}."
+    if packages:
+        return MissingPackageError(message, name=next(iter(packages)))
+    if hub_missing and reason is not None:
+        if _hub.offline():
+            return WeightsNotCachedError(message)
+        return HubUnreachableError(message)
+    return WeightsUnavailableError(message)
+
+
+def _require(extractors):
+    """The work of :func:`require_weights`."""
+    needs = _needs(extractors)
+    packages = _missing_packages(needs)
+    if packages:
+        # where huggingface_hub is missing, the cache cannot be located
+        hub = "huggingface_hub" not in packages
+        problems = [(n, s) for n, s in _check_needs(needs, hub=hub)
+                    if not s.ok]
+        reason = "HF_HUB_OFFLINE is set" if hub and _hub.offline() else None
+        raise _report(needs, packages, problems, reason)
+    checked = _check_needs(needs)
+    problems = [(n, s) for n, s in checked if not s.ok]
+    reason = None
+    if any(n.folder is None and s.missing for n, s in problems):
+        reason = _hub.unreachable_reason()
+    if reason is None:
+        # the Hub answers: what it lacks is downloaded when loaded; only
+        # local folders and damaged files are beyond a download's reach
+        problems = [(n, s) for n, s in problems
+                    if n.folder is not None or s.damaged]
+    if problems:
+        raise _report(needs, {}, problems, reason)
+    return [s for n, s in checked if n.folder is None]
+
+
+def require_weights(*extractors):
+    """Check everything loading the extractors' models needs, before any.
+
+    For each extractor: the Python packages its load imports (open_clip,
+    diffusers, transformers for the text encoder, torch, safetensors,
+    huggingface_hub), found without importing them; its weights, in the
+    Hugging Face cache (read as :func:`check_weights` reads it, no
+    network) or in its local folder. When something is missing and cannot
+    be downloaded now (``HF_HUB_OFFLINE`` is set, or the Hub does not
+    answer a three-second probe), raises one error that lists all of it:
+    each model with its missing (or damaged) files, their download size
+    and where it looked, each package with its ``pip install`` command,
+    and the one ``dsolo-sk weights download`` command that fetches every
+    model, or the local-path alternative for each. When the Hub answers,
+    the weights not cached are left for the extractors to download.
+
+    A segmenter calls it (through
+    :class:`~dsolo_sk.features.FeatureExtractor`) before it runs its
+    extractors, and so does every command of ``dsolo-sk`` that runs
+    models; nothing is loaded or downloaded before it passes.
+
+    Parameters
+    ----------
+    *extractors : objects
+        :class:`~dsolo_sk.features.CLIPFeatures`,
+        :class:`~dsolo_sk.features.DiffusionAttention`, or any extractor;
+        those with nothing to load (``ColorPositionAffinity``, objects of
+        one's own), None and False are skipped.
+
+    Returns
+    -------
+    list of WeightsStatus
+        What the cache holds of each Hub model (some may still have to be
+        downloaded, when the Hub answers).
+
+    Raises
+    ------
+    MissingPackageError
+        A package is missing (the message lists the weights missing too).
+    WeightsNotCachedError, HubUnreachableError
+        Weights are missing from the cache, and ``HF_HUB_OFFLINE`` is set
+        or the Hub cannot be reached.
+    WeightsUnavailableError
+        Files of a local folder are missing, or cached files are damaged.
+
+    See Also
+    --------
+    check_weights : what the cache holds, model by model.
+
+    Examples
+    --------
+    An empty cache, offline: one error names both default models and the
+    command that fetches them.
+
+    >>> import os, tempfile
+    >>> from dsolo_sk.features import (CLIPFeatures, DiffusionAttention,
+    ...                                WeightsUnavailableError,
+    ...                                require_weights)
+    >>> cache = tempfile.mkdtemp()
+    >>> offline = os.environ.get("HF_HUB_OFFLINE")
+    >>> os.environ["HF_HUB_OFFLINE"] = "1"
+    >>> try:
+    ...     require_weights(CLIPFeatures(cache_dir=cache),
+    ...                     DiffusionAttention(cache_dir=cache))
+    ... except WeightsUnavailableError as exc:
+    ...     message = str(exc)
+    >>> print(message.splitlines()[0])  # doctest: +ELLIPSIS
+    the models cannot be loaded; nothing was loaded or downloaded (...). Missing:
+    >>> "CLIP 'ViT-B-16' with the 'openai' weights" in message
+    True
+    >>> "Stable Diffusion" in message, "weights download" in message
+    (True, True)
+    >>> if offline is None:
+    ...     del os.environ["HF_HUB_OFFLINE"]
+    ... else:
+    ...     os.environ["HF_HUB_OFFLINE"] = offline
+
+    Extractors with nothing to load pass:
+
+    >>> from dsolo_sk.features import ColorPositionAffinity
+    >>> require_weights(ColorPositionAffinity())
+    []
+    """
+    return _require(extractors)
