@@ -306,6 +306,12 @@ class TransportPath(BaseEstimator):
         cheapest destination and the plan loses the image's structure (on
         the synthetic benchmark, adding three sink patches changes 35 to
         70 % of the labels; with ``"ipf"`` at most 2.5 %).
+    min_share : float in [0, 1), default=0.0
+        Classes that win fewer than ``min_share * P`` patches of the
+        scores' argmax are dropped, the smallest first
+        (:func:`suppress_minor_scores`): a class-level test read after the
+        transport: it reads only the scores' argmax, so it keeps their
+        invariances. 0 keeps every class.
 
     Notes
     -----
@@ -327,12 +333,13 @@ class TransportPath(BaseEstimator):
     """
 
     def __init__(self, epsilon=0.1, n_iter=50, cost="linear",
-                 score="potential", balance="ipf"):
+                 score="potential", balance="ipf", min_share=0.0):
         self.epsilon = epsilon
         self.n_iter = n_iter
         self.cost = cost
         self.score = score
         self.balance = balance
+        self.min_share = min_share
 
     #: The path needs an affinity between patches.
     requires_affinity = True
@@ -345,6 +352,7 @@ class TransportPath(BaseEstimator):
         check_option(self.cost, "cost", PATH_COSTS)
         check_option(self.score, "score", PATH_SCORES)
         check_option(self.balance, "balance", PATH_BALANCES)
+        _check_min_share(self.min_share)
 
     def compute(self, q, affinity, mass=None):
         """Scores of shape (N, P).
@@ -376,6 +384,13 @@ class TransportPath(BaseEstimator):
         b = nx.full((p,), 1.0 / p, type_as=q)
         log_u, log_v = sinkhorn_log_batched(q, b, cost, self.epsilon,
                                             self.n_iter)
+        return suppress_minor_scores(
+            self._scores(q, mass, cost, log_u, log_v), self.min_share)
+
+    def _scores(self, q, mass, cost, log_u, log_v):
+        """The per-patch score of `score`, read from the plan's scalings."""
+        nx = get_backend(q)
+        p = q.shape[1]
         if self.score == "potential":
             g = self.epsilon * log_v
             return (-(g - nx.mean(g, 1)[:, None])

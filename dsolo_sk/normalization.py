@@ -393,7 +393,7 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
 
 #: The named readings of `baseline` of :func:`subtract_baseline` (a
 #: number is a quantile over all the patches).
-BASELINES = ("off", "mean")
+BASELINES = ("off", "outside", "mean")
 
 
 def subtract_baseline(logits, baseline):
@@ -412,6 +412,10 @@ def subtract_baseline(logits, baseline):
       :math:`\\beta_c = \\mathrm{median}\\{L_{cj} : \\arg\\max_k L_{kj}
       \\ne c\\}`: the class's level where it is not, whatever share of
       the image it covers (over all its patches if it wins them all);
+    - ``"outside"``: the same median over the patches where the class is
+      not the top class of the logits centred per class
+      (:math:`L_{kj} - \\bar L_k`), so that which patches count is
+      unchanged by a per-class offset, and the level with it;
     - ``"mean"``: the class's mean over the patches,
       :math:`\\beta_c = \\frac1P \\sum_j L_{cj}`, which cancels any
       per-class offset exactly (the text bias and the global class score
@@ -425,15 +429,14 @@ def subtract_baseline(logits, baseline):
     Only finite entries count; rows that are entirely ``-inf`` (dropped
     classes) stay so. A map :math:`L \\mapsto a L + b` (:math:`a > 0`)
     multiplies the result by :math:`a`; with a number, a per-class offset
-    leaves it unchanged (with ``"mean"`` always; with ``"off"``, as long
-    as the offsets leave the
-    argmax unchanged).
+    leaves it unchanged (with ``"mean"`` and ``"outside"`` always; with
+    ``"off"``, as long as the offsets leave the argmax unchanged).
 
     Parameters
     ----------
     logits : array of shape (N, P)
         Class logits per patch (numpy or torch), possibly ``-inf``.
-    baseline : "off", "mean" or float in [0, 1]
+    baseline : "off", "outside", "mean" or float in [0, 1]
         The level subtracted.
 
     Returns
@@ -458,8 +461,12 @@ def subtract_baseline(logits, baseline):
     finite = nx.isfinite(logits)
     if isinstance(baseline, str) and baseline == "mean":
         level = _finite_mean(logits)
-    elif isinstance(baseline, str):  # "off"
-        off = finite & ~_winners(logits)
+    elif isinstance(baseline, str):  # "off" or "outside"
+        votes = logits
+        if baseline == "outside":
+            votes = nx.where(finite, logits - _finite_mean(logits)[:, None],
+                             logits)
+        off = finite & ~_winners(votes)
         level = _masked_quantile(logits, off, 0.5)
         lonely = nx.sum(_as_float64(off), 1) == 0  # wins every patch
         if bool(nx.any(lonely)):
@@ -733,10 +740,12 @@ class LogitNormalizer(BaseEstimator):
         benchmark (method page); a class covering less of the image than
         this is at risk, so lower it for vocabularies of many small
         things.
-    baseline : "off", "mean" or float in [0, 1], optional
+    baseline : "off", "outside", "mean" or float in [0, 1], optional
         A level subtracted from each class's logits before the suppression
         and the weights (:func:`subtract_baseline`): ``"off"``, the median
-        of the class's logits where another class wins; ``"mean"``, its
+        of the class's logits where another class wins; ``"outside"``,
+        the same where another class wins once every class is centred
+        (exactly invariant to per-class offsets); ``"mean"``, its
         mean over the patches; a number, that quantile of its logits over
         all the patches. None subtracts nothing. It cancels per-class
         offsets (a class name's bias).

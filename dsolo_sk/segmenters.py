@@ -44,6 +44,22 @@ _BUILTIN = {"kl": KLDiscrepancy, "path": TransportPath,
             "velocity": TransportVelocity}
 
 
+def _velocity_normalizer():
+    """The velocity mode's normaliser: a scale-free softmax over the image
+    of the logits less 93 % of each class's mean, after the centred
+    presence test (method page, "Both worlds")."""
+    return LogitNormalizer(nms=False, method="softmax", temperature=4.0,
+                           temperature_unit="spread", min_share=0.01,
+                           presence="centred", baseline="mean",
+                           baseline_weight=0.93)
+
+
+def _velocity_discrepancy():
+    """The velocity mode's discrepancy: two Markov steps, then the classes
+    that win under 1 % of the patches are dropped."""
+    return TransportVelocity(score="steps", n_steps=2, min_share=0.01)
+
+
 def _default_parts(kind):
     """The normaliser, discrepancy and upsampler a method uses by default.
 
@@ -60,8 +76,8 @@ def _default_parts(kind):
                                 presence="diffused"),
                 TransportPath(), JointBilateralUpsampler(kernel="gaussian"))
     if kind == "velocity":
-        return (LogitNormalizer(nms=False, baseline="off"),
-                TransportVelocity(), JointBilateralUpsampler(kernel="tent"))
+        return (_velocity_normalizer(), _velocity_discrepancy(),
+                JointBilateralUpsampler(kernel="tent"))
     return LogitNormalizer(), None, JointBilateralUpsampler(kernel="tent")
 
 
@@ -245,8 +261,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - discrepancy
          - upsampler
        * - ``velocity``
-         - ``LogitNormalizer(nms=False, baseline="off")``
-         - ``TransportVelocity()``
+         - ``LogitNormalizer(nms=False, method="softmax",
+           temperature=4.0, temperature_unit="spread", min_share=0.01,
+           presence="centred", baseline="mean", baseline_weight=0.93)``
+         - ``TransportVelocity(score="steps", n_steps=2,
+           min_share=0.01)``
          - ``JointBilateralUpsampler("tent")``
        * - ``path``
          - ``LogitNormalizer(nms=False, baseline="off",
@@ -791,7 +810,9 @@ class TransportVelocitySegmenter(_FixedMethodMixin, DirectSegmenter):
 
     The same estimator with its method fixed: `discrepancy` is a
     :class:`~dsolo_sk.TransportVelocity` (default
-    ``TransportVelocity()``) and there is no `mode`. See
+    ``TransportVelocity(score="steps", n_steps=2, min_share=0.01)``, the
+    velocity row of :class:`DirectSegmenter`'s table) and there is no
+    `mode`. See
     :class:`DirectSegmenter` for the parameters and
     :class:`~dsolo_sk.TransportVelocity` for the math.
 

@@ -436,3 +436,35 @@ def test_suppress_minor_scores_drops_the_smallest_winner_first():
     with pytest.raises(ValueError, match="min_share"):
         TransportVelocity(min_share=1.0).compute(
             np.full((2, 4), 0.25), np.ones((4, 4)))
+
+
+def test_transport_path_drops_the_classes_winning_few_patches():
+    from dsolo_sk.discrepancy import TransportPath, suppress_minor_scores
+
+    rng = np.random.default_rng(9)
+    q = rng.random((6, 40)) ** 4
+    q /= q.sum(1, keepdims=True)
+    A = rng.random((40, 40))
+    A = A + A.T
+    full = TransportPath().compute(q, A)
+    wins = np.bincount(full.argmax(0), minlength=6)
+    share = (np.sort(wins)[1] + 0.5) / 40   # the smallest winner is below
+    pruned = TransportPath(min_share=share).compute(q, A)
+    np.testing.assert_array_equal(pruned, suppress_minor_scores(full, share))
+    assert np.bincount(pruned.argmax(0), minlength=6).min() == 0
+    assert (pruned.argmax(0) != full.argmax(0)).any()
+    with pytest.raises(ValueError, match="min_share"):
+        TransportPath(min_share=float("nan")).compute(q, A)
+
+
+def test_the_outside_baseline_is_invariant_to_per_class_offsets():
+    rng = np.random.default_rng(8)
+    L = 0.3 * rng.normal(size=(5, 120))
+    L[0, :60] += 1.0
+    L[1, 60:] += 1.0
+    b = rng.normal(scale=3.0, size=(5, 1))
+    np.testing.assert_allclose(subtract_baseline(L + b, "outside"),
+                               subtract_baseline(L, "outside"), atol=1e-12)
+    # the raw argmax of "off" moves with the offsets
+    assert not np.allclose(subtract_baseline(L + b, "off"),
+                           subtract_baseline(L, "off"))

@@ -31,8 +31,13 @@ def test_ablation_shape_on_generated_scenes(scenes):
     kl_jbu = DirectSegmenter(mode="kl").score(X, y)
     path = DirectSegmenter(mode="path").score(X, y)
     vel = DirectSegmenter(mode="velocity").score(X, y)
+    # the plain reference of the benchmark: 5 Markov steps of a per-class
+    # softmax(L / 0.05) over the patches, no class-level test
     plain = DirectSegmenter(
-        discrepancy=TransportVelocity(score="steps")).score(X, y)
+        discrepancy=TransportVelocity(score="steps"),
+        normalizer=LogitNormalizer(nms=False, method="softmax",
+                                   temperature=0.05, over="class",
+                                   min_share=0.0)).score(X, y)
     assert kl_jbu > raw
     assert path > raw + 0.15
     assert vel > raw + 0.15
@@ -94,6 +99,7 @@ def test_sparse_topk_equals_dense_when_nothing_dropped(small):
     p = X[0].sizes["patch"]
     a = DirectSegmenter(mode="velocity").decision_function(X)
     b = DirectSegmenter(discrepancy=TransportVelocity(
+        score="steps", n_steps=2, min_share=0.01,
         affinity_topk=p)).decision_function(X)
     for u, v in zip(a, b):
         np.testing.assert_allclose(u.values, v.values, rtol=1e-4, atol=1e-5)
