@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
 from ._jbu_weights import JBUWeights
-from ._validation import check_option, check_scalar
+from ._validation import check_grid_shape, check_option, check_scalar
 
 __all__ = ["JointBilateralUpsampler", "InterpolationUpsampler",
            "jbu_operator", "joint_bilateral_upsample", "upsample_scores",
@@ -180,6 +180,7 @@ def _jbu_weights(grid_shape, guide, sigma_spatial, sigma_range, radius,
                  kernel, tdt, device=None):
     """The checked parameters' weights (:class:`~dsolo_sk._jbu_weights.
     JBUWeights`), computed one tile at a time."""
+    grid_shape = check_grid_shape(grid_shape)
     radius = _check_jbu(sigma_spatial, sigma_range, radius, kernel)
     return JBUWeights(grid_shape, guide, sigma_spatial, sigma_range, radius,
                       kernel, tdt, device)

@@ -52,6 +52,43 @@ def test_affinity_infinite_position_bandwidth_and_huge_grids():
         ColorPositionAffinity().compute_affinity(IMAGE, (448, 448))
 
 
+GRID_CASES = [
+    ("44", TypeError, "grid_shape must be a pair of integers .*string '44'"),
+    (b"44", TypeError, "grid_shape must be a pair of integers"),
+    ((2.5, 3), TypeError, r"grid_shape\[0\] \(rows\) must be an integer"),
+    ((2, 3.0), TypeError, r"grid_shape\[1\] \(cols\) must be an integer"),
+    ((2, True), TypeError, r"grid_shape\[1\] \(cols\) must be an integer"),
+    ((2, NAN), TypeError, r"grid_shape\[1\] \(cols\) must be an integer"),
+    ((4,), ValueError, "grid_shape must hold two integers .*got 1"),
+    ((2, 3, 1), ValueError, "grid_shape must hold two integers .*got 3"),
+    ((0, 3), ValueError, r"grid_shape\[0\] \(rows\) must be >= 1"),
+    ((2, -3), ValueError, r"grid_shape\[1\] \(cols\) must be >= 1"),
+    ({2, 3}, TypeError, "set"),
+    (None, TypeError, "grid_shape must be a pair of integers"),
+    (6, TypeError, "grid_shape must be a pair of integers"),
+]
+
+
+@pytest.mark.parametrize("grid,err,match", GRID_CASES)
+def test_affinity_grid_shapes(grid, err, match):
+    from dsolo_sk.features import DegradedAffinity, ProjectedAttentionAffinity
+
+    for affinity in (ColorPositionAffinity(), ProjectedAttentionAffinity(),
+                     DegradedAffinity(ColorPositionAffinity())):
+        with pytest.raises(err, match=match):
+            affinity.compute_affinity(IMAGE, grid)
+
+
+def test_affinity_grid_shapes_of_numpy_and_torch_integers():
+    import torch
+
+    ref = ColorPositionAffinity().compute_affinity(IMAGE, (2, 3))
+    for grid in (np.array([2, 3]), (np.int64(2), np.int32(3)),
+                 torch.Size([2, 3]), [2, 3]):
+        np.testing.assert_array_equal(
+            ColorPositionAffinity().compute_affinity(IMAGE, grid), ref)
+
+
 PROTOCOL_CASES = [
     ("logit_scale", 1e6, r"logit_scale must be <= 1000 \(inverse "
                          "temperature"),

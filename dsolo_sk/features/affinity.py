@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-from .._validation import check_scalar
+from .._validation import check_grid_shape, check_scalar
 
 __all__ = ["ColorPositionAffinity", "ProjectedAttentionAffinity",
            "DegradedAffinity"]
@@ -26,14 +26,7 @@ MAX_PATCHES = 16384
 
 
 def _grid_shape(grid_shape):
-    try:
-        h, w = (int(v) for v in grid_shape)
-    except (TypeError, ValueError, OverflowError):
-        raise TypeError(
-            f"grid_shape must be a pair (rows, cols), got {grid_shape!r}."
-        ) from None
-    if h < 1 or w < 1:
-        raise ValueError(f"grid_shape must be positive, got {(h, w)}.")
+    h, w = check_grid_shape(grid_shape)
     if h * w > MAX_PATCHES:
         raise ValueError(
             f"grid_shape {(h, w)} has {h * w} patches, more than "
