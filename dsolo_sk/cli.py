@@ -156,7 +156,8 @@ def build_parser():
     g.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler")
     g.add_argument("--workers", type=int, default=2,
-                   help="workers of the local cluster (default: 2)")
+                   help="worker processes of the local cluster, 1 to 256 "
+                        "(default: 2)")
     ev.add_argument("--no-progress", action="store_true")
     _model_options(ev)
 
@@ -202,7 +203,8 @@ def build_parser():
     dm.add_argument("--out", default="dsolo-sk-demo",
                     help="output folder (default: dsolo-sk-demo)")
     dm.add_argument("--scenes", type=int, default=8,
-                    help="generated scenes of the ablation (default: 8)")
+                    help="generated scenes of the ablation, 1 to 1000 "
+                         "(default: 8)")
     _weights_parser(sub)
     return parser
 
@@ -351,6 +353,14 @@ def _evaluate(args):
     from .protocols import get_protocol
 
     _io.check_output_folder(args.out, "--out")
+    if args.dask and not args.scheduler:
+        from numbers import Integral
+
+        from ._validation import check_scalar
+        from .distributed import MAX_LOCAL_WORKERS
+
+        check_scalar(args.workers, "--workers", target_type=Integral,
+                     min_val=1, max_val=MAX_LOCAL_WORKERS, unit="processes")
     dataset = load_dataset(args.dataset, args.root, split=args.split)
     overrides = {} if args.short_side is None else {
         "short_side": args.short_side}
@@ -514,10 +524,16 @@ def _protocols(args):
 
 
 def _demo(args):
-    from ._demo import run_demo
+    from numbers import Integral
 
-    if args.scenes < 1:
-        raise ValueError(f"--scenes must be >= 1, got {args.scenes}.")
+    from . import _io
+    from ._demo import run_demo
+    from ._validation import check_scalar
+    from .datasets._synthetic import MAX_SCENES
+
+    check_scalar(args.scenes, "--scenes", target_type=Integral, min_val=1,
+                 max_val=MAX_SCENES, unit="scenes")
+    _io.check_output_folder(args.out, "--out")
     result = run_demo(args.out, n_scenes=args.scenes)
     print(f"{len(result['overlays'])} overlays in {args.out}")
     return 0
@@ -571,6 +587,10 @@ def _weights(args):
         return 0
     clip, sd = _weights_models(args)
     if args.weights_command == "download":
+        if args.cache is not None:
+            from . import _io
+
+            _io.check_output_folder(args.cache, "--cache")
         records = weights.download_weights(
             clip, sd, cache_dir=args.cache, variant=args.variant,
             progress=not args.no_progress)
