@@ -17,7 +17,7 @@
         dsolo-sk segment cat.jpg street.png --classes "cat,dog,sky" --out seg
 
     writes ``<name>_labels.png`` (a palette PNG whose pixel values are class
-    indices), ``<name>_overlay.png`` (the image, the labels in colour and a
+    indices; a 16-bit greyscale PNG past 256 classes), ``<name>_overlay.png`` (the image, the labels in colour and a
     legend) and, with ``--netcdf``, ``<name>_scores.nc`` (the per-class
     score maps as an xarray DataArray; NetCDF4 through h5netcdf when h5py
     is installed, NetCDF3 through scipy otherwise; read it back with
@@ -397,20 +397,28 @@ def _stems(paths):
     return out
 
 
-def _palette(n):
-    from .plot import label_palette
-
-    if n > 256:  # pragma: no cover - palette PNGs hold 256 colours
-        raise ValueError("a palette PNG holds at most 256 classes.")
-    return label_palette(n)
-
-
 def save_label_png(path, labels, n_classes):
-    """Write a label map as a palette PNG (pixel values = class indices)."""
+    """Write a label map as a PNG whose pixel values are the class indices.
+
+    A palette PNG (the classes in :func:`~dsolo_sk.plot.label_palette`'s
+    colours) for up to 256 classes, what a palette holds; a 16-bit
+    greyscale PNG for more (up to 65536).
+    """
+    import numpy as np
     from PIL import Image
 
-    im = Image.fromarray(labels.astype("uint8"))
-    im.putpalette(_palette(n_classes).ravel().tolist())
+    from .plot import label_palette
+
+    if n_classes > 2 ** 16:
+        raise ValueError(
+            f"a PNG label map holds at most {2 ** 16} classes, got "
+            f"{n_classes}."
+        )
+    if n_classes > 256:
+        Image.fromarray(np.asarray(labels).astype(np.uint16)).save(path)
+        return
+    im = Image.fromarray(np.asarray(labels).astype(np.uint8))
+    im.putpalette(label_palette(n_classes).ravel().tolist())
     im.save(path)
 
 
