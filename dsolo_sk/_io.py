@@ -22,6 +22,7 @@ files with :func:`check_output_file`
 import contextlib
 import json
 import os
+import pickle
 import stat
 import tempfile
 import warnings
@@ -34,7 +35,8 @@ __all__ = ["UnreadableFileError", "UnwritableFolderError", "as_path",
            "open_image", "image_header_size", "check_checkpoint",
            "safetensors_extent", "file_digest",
            "read_npz", "write_npz",
-           "check_output_folder", "check_output_file", "MAX_TEXT_BYTES"]
+           "check_output_folder", "check_output_file", "MAX_TEXT_BYTES",
+           "SAFE_WEIGHTS_FORMATS"]
 
 #: Largest text or JSON file read whole (class, split, config and record
 #: files are far smaller; anything larger is not what was expected).
@@ -102,13 +104,24 @@ def check_file(path, expected, *, name="path"):
     return path
 
 
+#: The weights formats read without running any code, named when a
+#: checkpoint holding other pickled objects is refused.
+SAFE_WEIGHTS_FORMATS = ("a safetensors file, or a torch.save file holding "
+                        "only tensors (what torch.load(weights_only=True) "
+                        "reads)")
+
+
 @contextlib.contextmanager
-def reading(path, expected, *, hint=None):
+def reading(path, expected, *, hint=None, errors=Exception):
     """Turn any error raised in the block into an UnreadableFileError.
 
     Errors that already name the file (:class:`UnreadableFileError`,
     :class:`FileNotFoundError`) and :class:`MemoryError` go through
-    unchanged.
+    unchanged, and so do those that are not instances of `errors`. A
+    :class:`pickle.UnpicklingError` (torch's ``weights_only`` loader
+    refusing a checkpoint that holds other objects than tensors, which
+    could run code) is reported as such, with the formats read safely
+    (:data:`SAFE_WEIGHTS_FORMATS`) rather than the loader's advice.
 
     Examples
     --------
@@ -124,7 +137,14 @@ def reading(path, expected, *, hint=None):
         yield
     except (UnreadableFileError, FileNotFoundError, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001 - the point of the helper
+    except errors as exc:  # noqa: BLE001 - the point of the helper
+        if isinstance(exc, pickle.UnpicklingError):
+            raise UnreadableFileError(
+                path, expected, "it holds pickled Python objects other than "
+                "tensors, which could run code when loaded, so "
+                "torch.load(weights_only=True) refused it", hint="save the "
+                f"weights as {SAFE_WEIGHTS_FORMATS}, and never load a file "
+                "of unknown origin with weights_only=False") from exc
         raise UnreadableFileError(path, expected, _short(exc), hint) from exc
 
 
