@@ -59,7 +59,8 @@ def plan_tiles(H, W, n_taps, tap_bytes, budget):
 
 
 class JBUWeights:
-    """The rows of :func:`~dsolo_sk.upsample.jbu_operator`, tile by tile, as torch tensors.
+    """The rows of :func:`~dsolo_sk.upsample.jbu_operator`, tile by tile,
+    as torch tensors.
 
     The parameters are checked by the caller
     (:func:`dsolo_sk.upsample._jbu_weights`); ``tile(y0, y1, x0, x1)``

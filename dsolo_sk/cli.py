@@ -17,8 +17,9 @@
         dsolo-sk segment cat.jpg street.png --classes "cat,dog,sky" --out seg
 
     writes ``<name>_labels.png`` (a palette PNG whose pixel values are class
-    indices; a 16-bit greyscale PNG past 256 classes), ``<name>_overlay.png`` (the image, the labels in colour and a
-    legend) and, with ``--netcdf``, ``<name>_scores.nc`` (the per-class
+    indices; a 16-bit greyscale PNG past 256 classes),
+    ``<name>_overlay.png`` (the image, the labels in colour and a legend)
+    and, with ``--netcdf``, ``<name>_scores.nc`` (the per-class
     score maps as an xarray DataArray; NetCDF4 through h5netcdf when h5py
     is installed, NetCDF3 through scipy otherwise; read it back with
     ``xarray.open_dataarray``). ``--batch-size N`` passes N images at a

@@ -169,8 +169,7 @@ def _check_jbu(sigma_spatial, sigma_range, radius, kernel):
             f"sigma_spatial={sigma_spatial!r} with kernel={kernel!r} reaches "
             f"{reach:g} grid cells from each pixel, but the neighbourhood's "
             f"radius is at most {JBU_MAX_RADIUS} grid cells "
-            "(JBU_MAX_RADIUS): pass a "
-            f"sigma_spatial of at most "
+            "(JBU_MAX_RADIUS): pass a sigma_spatial of at most "
             f"{JBU_MAX_RADIUS if kernel == 'tent' else JBU_MAX_RADIUS // 2}."
         )
     return max(1, math.ceil(reach))
@@ -178,8 +177,8 @@ def _check_jbu(sigma_spatial, sigma_range, radius, kernel):
 
 def _jbu_weights(grid_shape, guide, sigma_spatial, sigma_range, radius,
                  kernel, tdt, device=None):
-    """The checked parameters' weights (:class:`~dsolo_sk._jbu_weights.
-    JBUWeights`), computed one tile at a time."""
+    """The weights of the checked parameters, computed one tile at a time
+    (:class:`~dsolo_sk._jbu_weights.JBUWeights`)."""
     grid_shape = check_grid_shape(grid_shape)
     radius = _check_jbu(sigma_spatial, sigma_range, radius, kernel)
     return JBUWeights(grid_shape, guide, sigma_spatial, sigma_range, radius,
