@@ -33,9 +33,10 @@ def run_demo(out, *, n_scenes=8, echo=print):
     Parameters
     ----------
     out : str or path-like
-        Output folder, created when the first picture is written.
+        Output folder, created when the first picture is written; checked
+        before anything runs.
     n_scenes : int, default=8
-        Generated scenes of the ablation.
+        Generated scenes of the ablation, 1 to 1000.
     echo : callable, default=print
         Receives each line of the report.
 
@@ -46,10 +47,19 @@ def run_demo(out, *, n_scenes=8, echo=print):
         generated scenes; ``"pixels"``: mode -> share of the photo's pixels
         per class.
     """
+    from numbers import Integral
+
     import numpy as np
     from skimage import data
 
+    from . import _io
+    from ._validation import check_scalar
     from .datasets import make_scenes
+    from .datasets._synthetic import MAX_SCENES
+
+    check_scalar(n_scenes, "n_scenes", target_type=Integral, min_val=1,
+                 max_val=MAX_SCENES, unit="scenes")
+    out = _io.check_output_folder(out, "out")
     from .features import ColorPositionAffinity, ColorPrototypeLogits
     from .plot import save_overlay
     from .segmenters import DirectSegmenter

@@ -14,24 +14,29 @@ with a message naming the file and saying what was expected. The readers
 decode nothing with pickle.
 
 Output folders are checked with :func:`check_output_folder` before any
-work starts (:class:`~dsolo_sk.exceptions.UnwritableFolderError`).
+work starts (:class:`~dsolo_sk.exceptions.UnwritableFolderError`), output
+files with :func:`check_output_file`
+(:class:`~dsolo_sk.exceptions.UnwritableFileError`).
 """
 
 import contextlib
 import json
 import os
+import pickle
 import stat
 import tempfile
 import warnings
 
-from .exceptions import UnreadableFileError, UnwritableFolderError
+from .exceptions import (UnreadableFileError, UnwritableFileError,
+                         UnwritableFolderError)
 
 __all__ = ["UnreadableFileError", "UnwritableFolderError", "as_path",
            "check_file", "reading", "read_bytes", "read_text", "read_json",
            "open_image", "image_header_size", "check_checkpoint",
            "safetensors_extent", "file_digest",
            "read_npz", "write_npz",
-           "check_output_folder", "MAX_TEXT_BYTES"]
+           "check_output_folder", "check_output_file", "MAX_TEXT_BYTES",
+           "SAFE_WEIGHTS_FORMATS"]
 
 #: Largest text or JSON file read whole (class, split, config and record
 #: files are far smaller; anything larger is not what was expected).
@@ -99,13 +104,24 @@ def check_file(path, expected, *, name="path"):
     return path
 
 
+#: The weights formats read without running any code, named when a
+#: checkpoint holding other pickled objects is refused.
+SAFE_WEIGHTS_FORMATS = ("a safetensors file, or a torch.save file holding "
+                        "only tensors (what torch.load(weights_only=True) "
+                        "reads)")
+
+
 @contextlib.contextmanager
-def reading(path, expected, *, hint=None):
+def reading(path, expected, *, hint=None, errors=Exception):
     """Turn any error raised in the block into an UnreadableFileError.
 
     Errors that already name the file (:class:`UnreadableFileError`,
     :class:`FileNotFoundError`) and :class:`MemoryError` go through
-    unchanged.
+    unchanged, and so do those that are not instances of `errors`. A
+    :class:`pickle.UnpicklingError` (torch's ``weights_only`` loader
+    refusing a checkpoint that holds other objects than tensors, which
+    could run code) is reported as such, with the formats read safely
+    (:data:`SAFE_WEIGHTS_FORMATS`) rather than the loader's advice.
 
     Examples
     --------
@@ -121,7 +137,14 @@ def reading(path, expected, *, hint=None):
         yield
     except (UnreadableFileError, FileNotFoundError, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001 - the point of the helper
+    except errors as exc:  # noqa: BLE001 - the point of the helper
+        if isinstance(exc, pickle.UnpicklingError):
+            raise UnreadableFileError(
+                path, expected, "it holds pickled Python objects other than "
+                "tensors, which could run code when loaded, so "
+                "torch.load(weights_only=True) refused it", hint="save the "
+                f"weights as {SAFE_WEIGHTS_FORMATS}, and never load a file "
+                "of unknown origin with weights_only=False") from exc
         raise UnreadableFileError(path, expected, _short(exc), hint) from exc
 
 
@@ -601,4 +624,75 @@ def check_output_folder(path, name):
             f"({exc.strerror or type(exc).__name__})") from None
     os.close(fd)
     os.unlink(tmp)
+    return path
+
+
+def check_output_file(path, name, *, suffixes=None):
+    """Check that a file can be written at `path`; return it absolute.
+
+    Nothing is created. The path must not be a folder (or anything else
+    than a regular file), its folder must be, or be able to become, a
+    folder we can write to (:func:`check_output_folder`), and its
+    extension must be one of `suffixes` when they are given.
+
+    Parameters
+    ----------
+    path : str or path-like
+    name : str
+        The argument's name, used in error messages.
+    suffixes : iterable of str, optional
+        The accepted extensions, lower case, without the dot.
+
+    Returns
+    -------
+    path : str
+
+    Raises
+    ------
+    TypeError
+        If `path` is not a str or path-like.
+    UnwritableFileError
+        If the path is a folder, lies below a file or in a folder that
+        cannot be written, or has another extension.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dsolo_sk._io import check_output_file
+    >>> root = tempfile.mkdtemp()
+    >>> check_output_file(os.path.join(root, "a", "o.png"), "path",
+    ...                   suffixes={"png"}) == os.path.join(root, "a", "o.png")
+    True
+    >>> check_output_file(root, "path")
+    Traceback (most recent call last):
+    ...
+    dsolo_sk.exceptions.UnwritableFileError: path=... cannot be written: it
+    is a folder; pass the path of a file inside it, such as ...
+    """
+    path = os.path.abspath(as_path(path, name))
+    if os.path.isdir(path):
+        example = os.path.join(path, "output" + (
+            f".{sorted(suffixes)[0]}" if suffixes else ""))
+        raise UnwritableFileError(path, name, "it is a folder; pass the path "
+                                  f"of a file inside it, such as {example!r}")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise UnwritableFileError(path, name, "it exists and is not a "
+                                  "regular file")
+    if suffixes is not None:
+        suffixes = sorted({s.lower().lstrip(".") for s in suffixes})
+        ext = os.path.splitext(path)[1]
+        known = ", ".join("." + s for s in suffixes)
+        if not ext:
+            raise UnwritableFileError(path, name, "it has no extension, "
+                                      f"which names the format: add one of "
+                                      f"{known}")
+        if ext.lower().lstrip(".") not in suffixes:
+            raise UnwritableFileError(path, name, f"its extension {ext!r} "
+                                      f"is not one of {known}")
+    folder = os.path.dirname(path)
+    try:
+        check_output_folder(folder, name)
+    except UnwritableFolderError as exc:
+        raise UnwritableFileError(path, name, f"its folder {folder!r} cannot "
+                                  f"be written: {exc.reason}") from None
     return path

@@ -233,6 +233,75 @@ def check_scalar(value, name, *, target_type=Real, min_val=None,
     return value
 
 
+def check_grid_shape(grid_shape, *, name="grid_shape"):
+    """Check a patch grid ``(rows, cols)``; return it as a tuple of int.
+
+    Parameters
+    ----------
+    grid_shape : sequence of two int
+        A tuple, a list, a 1-D integer array or a ``torch.Size`` of two
+        positive integers (Python, numpy or torch integers; bools refused).
+    name : str, default="grid_shape"
+        The argument's name, used in error messages.
+
+    Returns
+    -------
+    tuple of int
+        ``(rows, cols)``.
+
+    Raises
+    ------
+    TypeError
+        If `grid_shape` is a string, a set, a scalar or anything else than
+        a sequence of integers (``2.5``, ``3.0``, ``True`` and NaN
+        included).
+    ValueError
+        If it does not hold exactly two values, or one of them is < 1.
+
+    Examples
+    --------
+    >>> from dsolo_sk._validation import check_grid_shape
+    >>> check_grid_shape([4, 6])
+    (4, 6)
+    >>> check_grid_shape("44")
+    Traceback (most recent call last):
+    ...
+    TypeError: grid_shape must be a pair of integers (rows, cols), got the
+    string '44'; pass a tuple such as (4, 4).
+    """
+    what = f"{name} must be a pair of integers (rows, cols), got"
+    if isinstance(grid_shape, (str, bytes)):
+        raise TypeError(f"{what} the string {grid_shape!r}; pass a tuple "
+                        "such as (4, 4).")
+    if isinstance(grid_shape, AbstractSet) or isinstance(grid_shape, dict):
+        raise TypeError(f"{what} a {type(grid_shape).__name__}, which has "
+                        "no order; pass a tuple (rows, cols).")
+    if getattr(grid_shape, "ndim", 1) != 1:
+        raise TypeError(f"{what} an array of shape "
+                        f"{tuple(grid_shape.shape)}; pass a tuple "
+                        "(rows, cols).")
+    try:
+        values = tuple(grid_shape)
+    except TypeError:
+        raise TypeError(f"{what} {grid_shape!r} of type "
+                        f"{type(grid_shape).__name__}.") from None
+    if len(values) != 2:
+        raise ValueError(f"{name} must hold two integers (rows, cols), got "
+                         f"{len(values)}: {grid_shape!r}.")
+    out = []
+    for k, (axis, v) in enumerate(zip(("rows", "cols"), values)):
+        label = f"{name}[{k}] ({axis})"
+        if hasattr(v, "item") and getattr(v, "ndim", 0) == 0 and not \
+                isinstance(v, np.generic):
+            v = v.item()  # a 0-d torch tensor
+        check_scalar(v, label, target_type=Integral)
+        if v < 1:
+            raise ValueError(f"{label} must be >= 1 (a positive count of "
+                             f"patches), got {v!r}.")
+        out.append(int(v))
+    return tuple(out)
+
+
 def check_option(value, name, options):
     """Check that `value` is one of `options`; return it unchanged."""
     if not isinstance(value, str) or value not in options:

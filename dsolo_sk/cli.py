@@ -17,8 +17,9 @@
         dsolo-sk segment cat.jpg street.png --classes "cat,dog,sky" --out seg
 
     writes ``<name>_labels.png`` (a palette PNG whose pixel values are class
-    indices), ``<name>_overlay.png`` (the image, the labels in colour and a
-    legend) and, with ``--netcdf``, ``<name>_scores.nc`` (the per-class
+    indices; a 16-bit greyscale PNG past 256 classes),
+    ``<name>_overlay.png`` (the image, the labels in colour and a legend)
+    and, with ``--netcdf``, ``<name>_scores.nc`` (the per-class
     score maps as an xarray DataArray; NetCDF4 through h5netcdf when h5py
     is installed, NetCDF3 through scipy otherwise; read it back with
     ``xarray.open_dataarray``). ``--batch-size N`` passes N images at a
@@ -156,7 +157,8 @@ def build_parser():
     g.add_argument("--scheduler", default=None,
                    help="address of a running Dask scheduler")
     g.add_argument("--workers", type=int, default=2,
-                   help="workers of the local cluster (default: 2)")
+                   help="worker processes of the local cluster, 1 to 256 "
+                        "(default: 2)")
     ev.add_argument("--no-progress", action="store_true")
     _model_options(ev)
 
@@ -202,7 +204,8 @@ def build_parser():
     dm.add_argument("--out", default="dsolo-sk-demo",
                     help="output folder (default: dsolo-sk-demo)")
     dm.add_argument("--scenes", type=int, default=8,
-                    help="generated scenes of the ablation (default: 8)")
+                    help="generated scenes of the ablation, 1 to 1000 "
+                         "(default: 8)")
     _weights_parser(sub)
     return parser
 
@@ -355,6 +358,14 @@ def _evaluate(args):
     from .protocols import get_protocol
 
     _io.check_output_folder(args.out, "--out")
+    if args.dask and not args.scheduler:
+        from numbers import Integral
+
+        from ._validation import check_scalar
+        from .distributed import MAX_LOCAL_WORKERS
+
+        check_scalar(args.workers, "--workers", target_type=Integral,
+                     min_val=1, max_val=MAX_LOCAL_WORKERS, unit="processes")
     dataset = load_dataset(args.dataset, args.root, split=args.split)
     overrides = {} if args.short_side is None else {
         "short_side": args.short_side}
@@ -391,20 +402,28 @@ def _stems(paths):
     return out
 
 
-def _palette(n):
-    from .plot import label_palette
-
-    if n > 256:  # pragma: no cover - palette PNGs hold 256 colours
-        raise ValueError("a palette PNG holds at most 256 classes.")
-    return label_palette(n)
-
-
 def save_label_png(path, labels, n_classes):
-    """Write a label map as a palette PNG (pixel values = class indices)."""
+    """Write a label map as a PNG whose pixel values are the class indices.
+
+    A palette PNG (the classes in :func:`~dsolo_sk.plot.label_palette`'s
+    colours) for up to 256 classes, what a palette holds; a 16-bit
+    greyscale PNG for more (up to 65536).
+    """
+    import numpy as np
     from PIL import Image
 
-    im = Image.fromarray(labels.astype("uint8"))
-    im.putpalette(_palette(n_classes).ravel().tolist())
+    from .plot import label_palette
+
+    if n_classes > 2 ** 16:
+        raise ValueError(
+            f"a PNG label map holds at most {2 ** 16} classes, got "
+            f"{n_classes}."
+        )
+    if n_classes > 256:
+        Image.fromarray(np.asarray(labels).astype(np.uint16)).save(path)
+        return
+    im = Image.fromarray(np.asarray(labels).astype(np.uint8))
+    im.putpalette(label_palette(n_classes).ravel().tolist())
     im.save(path)
 
 
@@ -518,10 +537,16 @@ def _protocols(args):
 
 
 def _demo(args):
-    from ._demo import run_demo
+    from numbers import Integral
 
-    if args.scenes < 1:
-        raise ValueError(f"--scenes must be >= 1, got {args.scenes}.")
+    from . import _io
+    from ._demo import run_demo
+    from ._validation import check_scalar
+    from .datasets._synthetic import MAX_SCENES
+
+    check_scalar(args.scenes, "--scenes", target_type=Integral, min_val=1,
+                 max_val=MAX_SCENES, unit="scenes")
+    _io.check_output_folder(args.out, "--out")
     result = run_demo(args.out, n_scenes=args.scenes)
     print(f"{len(result['overlays'])} overlays in {args.out}")
     return 0
@@ -569,6 +594,10 @@ def _weights(args):
         return 0
     clip, sd = _weights_models(args)
     if args.weights_command == "download":
+        if args.cache is not None:
+            from . import _io
+
+            _io.check_output_folder(args.cache, "--cache")
         records = weights.download_weights(
             clip, sd, cache_dir=args.cache, variant=args.variant,
             progress=not args.no_progress)

@@ -14,12 +14,17 @@ are integers and their sum does not depend on the order of arrival.
 """
 
 import uuid
+from numbers import Integral
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ._validation import check_scalar
 from .evaluation import _progress, evaluate_sample, start_run
 
 __all__ = ["evaluate_distributed", "worker_model_loads"]
+
+#: Most processes (and threads per process) of a local Dask cluster.
+MAX_LOCAL_WORKERS = 256
 
 #: Per worker process: plugin name -> (estimator, dataset, protocol,
 #: scores, geometry).
@@ -111,10 +116,10 @@ def evaluate_distributed(estimator, dataset, *, client=None, address=None,
     n_workers : int, default=2
         Worker processes of the :class:`~dask.distributed.LocalCluster`
         started when neither `client` nor `address` is given (closed at the
-        end).
+        end), 1 to 256.
     threads_per_worker : int, default=1
-        Threads of each local worker; the models are not shared between
-        threads, so one per worker keeps one model copy per process.
+        Threads of each local worker, 1 to 256; the models are not shared
+        between threads, so one per worker keeps one model copy per process.
 
     Returns
     -------
@@ -138,6 +143,10 @@ def evaluate_distributed(estimator, dataset, *, client=None, address=None,
     >>> int(res.confusion_matrix[:, 1:].sum())
     0
     """
+    for name, value in (("n_workers", n_workers),
+                        ("threads_per_worker", threads_per_worker)):
+        check_scalar(value, name, target_type=Integral, min_val=1,
+                     max_val=MAX_LOCAL_WORKERS)
     run = start_run(estimator, dataset, protocol=protocol, out=out,
                     limit=limit, scores=scores)
     if not run.todo:

@@ -12,9 +12,10 @@ names the file and says what was expected:
 
 Output folders (``evaluate(out=...)``, ``dsolo-sk --out``,
 ``FeatureCache(memory=...)``) are checked before any work starts and give
-:class:`UnwritableFolderError`.
+:class:`UnwritableFolderError`; output files (``save_overlay(path)``)
+give :class:`UnwritableFileError`.
 
-Both classes derive from :class:`ValueError` (the value passed, a path,
+All three classes derive from :class:`ValueError` (the value passed, a path,
 is wrong) and from :class:`OSError` (the problem lies on the disk), so
 either ``except`` clause catches them. Bad parameters are
 :class:`ValueError` or :class:`TypeError` naming the parameter; models
@@ -24,7 +25,8 @@ whose weights cannot be found are
 This module imports nothing heavy.
 """
 
-__all__ = ["UnreadableFileError", "UnwritableFolderError"]
+__all__ = ["UnreadableFileError", "UnwritableFolderError",
+           "UnwritableFileError"]
 
 
 class UnreadableFileError(ValueError, OSError):
@@ -123,6 +125,50 @@ class UnwritableFolderError(ValueError, OSError):
             f"{name}={self.path!r} cannot be used as an output folder: "
             f"{reason}. Pass a folder you can write to (it is created if "
             "missing)."
+        )
+
+    def __reduce__(self):
+        return type(self), (self.path, self.name, self.reason)
+
+
+class UnwritableFileError(ValueError, OSError):
+    """An output file cannot be written where its path says.
+
+    Raised before anything is drawn or computed: the path is a folder (a
+    file would otherwise be written beside it), lies below a file or in a
+    folder that cannot be written, or has an extension that says no
+    supported format.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    name : str
+        The argument that named it (``"path"``).
+    reason : str
+        What is wrong.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from dsolo_sk.exceptions import UnwritableFileError
+    >>> from dsolo_sk.plot import save_overlay
+    >>> folder = tempfile.mkdtemp()
+    >>> try:
+    ...     save_overlay(folder, np.zeros((8, 8, 3), np.uint8),
+    ...                  np.zeros((8, 8), int))
+    ... except UnwritableFileError as exc:
+    ...     print(exc.name, "|", exc.reason.split(";")[0])
+    path | it is a folder
+    """
+
+    def __init__(self, path, name, reason):
+        self.path = str(path)
+        self.name = name
+        self.reason = reason
+        super().__init__(
+            f"{name}={self.path!r} cannot be written: {reason}."
         )
 
     def __reduce__(self):

@@ -17,6 +17,7 @@ The accepted values of the ``method`` and ``kernel`` options of
 """
 
 import math
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
-from ._validation import check_option, check_scalar
+from ._jbu_weights import JBUWeights
+from ._validation import check_grid_shape, check_option, check_scalar
 
 __all__ = ["JointBilateralUpsampler", "InterpolationUpsampler",
            "jbu_operator", "joint_bilateral_upsample", "upsample_scores",
-           "UPSAMPLINGS", "JBU_KERNELS", "INTERPOLATIONS"]
+           "UPSAMPLINGS", "JBU_KERNELS", "INTERPOLATIONS",
+           "JBU_MEMORY_BUDGET", "JBU_MAX_RADIUS", "JBU_MIN_SIGMA_RANGE"]
 
 #: The values of `method` of :func:`upsample_scores`.
 UPSAMPLINGS = ("jbu", "bilinear", "nearest")
@@ -37,12 +40,21 @@ UPSAMPLINGS = ("jbu", "bilinear", "nearest")
 JBU_KERNELS = ("gaussian", "tent")
 #: The values of `method` of :class:`InterpolationUpsampler`.
 INTERPOLATIONS = ("bilinear", "nearest")
-
-
-def _centres(n_out, n_in, dtype):
-    """Position of each output pixel's centre in input-grid coordinates."""
-    return ((np.arange(n_out, dtype=dtype) + dtype(0.5))
-            * dtype(n_in / n_out) - dtype(0.5))
+#: Working memory, in bytes, that the joint bilateral upsampling spends on
+#: its weights at a time: the output pixels are processed in tiles (whole
+#: rows, or parts of a row) whose weights stay within it, so that a wide
+#: kernel on a large image never needs ``H * W * (2 * radius) ** 2`` taps at
+#: once. :func:`jbu_operator`, which returns all the weights, refuses a
+#: matrix larger than its `max_bytes` (this budget by default).
+JBU_MEMORY_BUDGET = 512 * 1024 ** 2
+#: Largest `radius` of the joint bilateral upsampling, in grid cells
+#: (``(2 * radius) ** 2`` taps per output pixel): a Gaussian
+#: `sigma_spatial` of at most 32 cells, a tent of at most 64.
+JBU_MAX_RADIUS = 64
+#: Smallest `sigma_range` of the joint bilateral upsampling, on colours in
+#: [0, 1]: one 8-bit step (1/255) already weighs ``exp(-7.7)`` there, and
+#: much smaller values overflow the colour weights.
+JBU_MIN_SIGMA_RANGE = 1e-3
 
 
 def _as_tensor(scores):
@@ -54,24 +66,9 @@ def _as_tensor(scores):
     return torch.from_numpy(np.ascontiguousarray(scores)), False
 
 
-def _log_spatial(d, sigma, kernel):
-    """Log of the separable spatial weight of a distance `d` on one axis."""
-    if kernel == "tent":
-        return torch.log((1.0 - d.abs() / sigma).clamp_min(0.0))
-    return -0.5 * (d / sigma) ** 2
-
-
-def _axis_tap(q, size, centre, sigma, kernel):
-    """Cell indices `q` on one axis, clamped to the grid, and their log
-    spatial weights, ``-inf`` for cells outside the grid."""
-    inside = (q >= 0) & (q < size)
-    q = q.clamp(0, size - 1)
-    return q, _log_spatial(q - centre, sigma, kernel).masked_fill(
-        ~inside, -math.inf)
-
-
 def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
-                 radius=None, kernel="gaussian", dtype=np.float32):
+                 radius=None, kernel="gaussian", dtype=np.float32, *,
+                 max_bytes=None):
     """The joint bilateral upsampling as a sparse linear operator.
 
     Returns the matrix ``U`` of shape (H * W, h * w) such that the
@@ -79,7 +76,9 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     :func:`joint_bilateral_upsample` for the weights). Each row holds the
     normalised weights of one output pixel, at most ``(2 * radius) ** 2``
     of them, so applying ``U`` costs O(N H W radius^2) and the weights are
-    computed once for all classes.
+    computed once for all classes. The matrix is built tile by tile
+    (:data:`JBU_MEMORY_BUDGET`), but returned whole: it is refused when it
+    would be larger than `max_bytes`.
 
     Parameters
     ----------
@@ -90,10 +89,19 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     sigma_spatial, sigma_range, radius, kernel
         As in :func:`joint_bilateral_upsample`.
     dtype : numpy dtype, default=np.float32
+    max_bytes : int, optional
+        Largest size of the matrix in bytes (its weights and column
+        indices); default :data:`JBU_MEMORY_BUDGET`.
 
     Returns
     -------
     U : scipy.sparse.csr_array of shape (H * W, h * w)
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range, or the matrix would be larger than
+        `max_bytes`.
 
     Examples
     --------
@@ -104,67 +112,77 @@ def jbu_operator(grid_shape, guide, sigma_spatial=1.0, sigma_range=0.1,
     ((16, 4), True)
     """
     tdt = torch.float64 if dtype == np.float64 else torch.float32
-    weights, index = _jbu_weights(grid_shape, guide, sigma_spatial,
-                                  sigma_range, radius, kernel, tdt)
-    H, W = np.asarray(guide).shape[:2]
-    h, w = (int(v) for v in grid_shape)
-    k = weights.shape[1]
-    big = index.dtype == torch.int64
+    ndt = np.float64 if tdt == torch.float64 else np.float32
+    jw = _jbu_weights(grid_shape, guide, sigma_spatial, sigma_range, radius,
+                     kernel, tdt)
+    limit = JBU_MEMORY_BUDGET if max_bytes is None else int(check_scalar(
+        max_bytes, "max_bytes", target_type=Integral, min_val=1,
+        unit="bytes"))
+    H, W, k = jw.H, jw.W, jw.n_taps
+    itype = np.int64 if jw.big else np.int32
+    size = H * W * k * (np.dtype(ndt).itemsize + np.dtype(itype).itemsize)
+    if size > limit:
+        raise ValueError(
+            f"the upsampling operator of a {H} x {W} image with {k} taps per "
+            f"pixel (kernel={kernel!r}, sigma_spatial={sigma_spatial!r}, "
+            f"radius={jw.radius}) takes {size} bytes, more than "
+            f"max_bytes={limit}: pass a larger max_bytes, a smaller "
+            "sigma_spatial or radius, or call joint_bilateral_upsample, "
+            "which applies the weights tile by tile."
+        )
+    data = np.empty(H * W * k, ndt)
+    indices = np.empty(H * W * k, itype)
+    for y0, y1, x0, x1 in jw.tiles(JBU_MEMORY_BUDGET):
+        weights, index = jw.tile(y0, y1, x0, x1)
+        start = (y0 * W + x0) * k
+        data[start:start + weights.numel()] = weights.numpy().ravel()
+        indices[start:start + index.numel()] = index.numpy().ravel()
+    return sp.csr_array((data, indices, np.arange(0, H * W * k + 1, k,
+                                                  dtype=itype)),
+                        shape=(H * W, jw.h * jw.w))
+
+
+def _csr_rows(weights, index, n_cols):
+    """The (n, k) weights and indices of a tile as a CSR matrix."""
+    n, k = weights.shape
+    itype = np.int64 if index.dtype == torch.int64 else np.int32
     return sp.csr_array((weights.numpy().ravel(), index.numpy().ravel(),
-                         np.arange(0, H * W * k + 1, k,
-                                   dtype=np.int64 if big else np.int32)),
-                        shape=(H * W, h * w))
+                         np.arange(0, n * k + 1, k, dtype=itype)),
+                        shape=(n, n_cols))
+
+
+def _check_jbu(sigma_spatial, sigma_range, radius, kernel):
+    """Check the parameters of the joint bilateral upsampling before any
+    work; return the radius (its default when `radius` is None)."""
+    check_option(kernel, "kernel", JBU_KERNELS)
+    check_scalar(sigma_spatial, "sigma_spatial", min_val=0, include_min=False,
+                 unit="grid cells")
+    check_scalar(sigma_range, "sigma_range", min_val=JBU_MIN_SIGMA_RANGE,
+                 unit="(colours in [0, 1])")
+    if radius is not None:
+        return int(check_scalar(radius, "radius", target_type=Integral,
+                                min_val=1, max_val=JBU_MAX_RADIUS,
+                                unit="grid cells"))
+    reach = sigma_spatial if kernel == "tent" else 2 * sigma_spatial
+    if reach > JBU_MAX_RADIUS:
+        raise ValueError(
+            f"sigma_spatial={sigma_spatial!r} with kernel={kernel!r} reaches "
+            f"{reach:g} grid cells from each pixel, but the neighbourhood's "
+            f"radius is at most {JBU_MAX_RADIUS} grid cells "
+            "(JBU_MAX_RADIUS): pass a sigma_spatial of at most "
+            f"{JBU_MAX_RADIUS if kernel == 'tent' else JBU_MAX_RADIUS // 2}."
+        )
+    return max(1, math.ceil(reach))
 
 
 def _jbu_weights(grid_shape, guide, sigma_spatial, sigma_range, radius,
                  kernel, tdt, device=None):
-    """The rows of :func:`jbu_operator` as dense torch tensors.
-
-    Returns ``(weights, index)``, both of shape (H * W, k): output pixel
-    ``p`` is ``sum_t weights[p, t] * scores[index[p, t]]``. Computed in
-    torch on `device` (the guide's values are copied there), so the torch
-    path of :func:`joint_bilateral_upsample` never leaves the device.
-    """
-    check_scalar(sigma_spatial, "sigma_spatial", min_val=0, include_min=False)
-    check_scalar(sigma_range, "sigma_range", min_val=0, include_min=False)
-    check_option(kernel, "kernel", JBU_KERNELS)
-    if radius is None:
-        reach = sigma_spatial if kernel == "tent" else 2 * sigma_spatial
-        radius = max(1, math.ceil(reach))
-    h, w = (int(v) for v in grid_shape)
-    dtype = np.float64 if tdt == torch.float64 else np.float32
-    # torch for the weights: its element-wise kernels use every core
-    img = torch.tensor(np.asarray(guide), dtype=tdt, device=device) / 255.0
-    H, W = img.shape[:2]
-    # the guide averaged over each grid cell (adaptive average pooling)
-    low = F.adaptive_avg_pool2d(img.permute(2, 0, 1)[None], (h, w))[0]
-    low = low.permute(1, 2, 0)  # (h, w, 3)
-    cy = torch.from_numpy(_centres(H, h, dtype)).to(img.device)
-    cx = torch.from_numpy(_centres(W, w, dtype)).to(img.device)
-    by, bx = torch.floor(cy).long(), torch.floor(cx).long()
-    inv_r = -0.5 / sigma_range ** 2
-    log_w, index = [], []
-    n_taps = (2 * radius) ** 2
-    big = H * W * n_taps >= 2 ** 31  # 32-bit sparse indices when they fit
-    itype = torch.int64 if big else torch.int32
-    offsets = range(-radius + 1, radius + 1)
-    taps_y = [_axis_tap(by + d, h, cy, sigma_spatial, kernel) for d in offsets]
-    taps_x = [_axis_tap(bx + d, w, cx, sigma_spatial, kernel) for d in offsets]
-    for qy, ly in taps_y:
-        low_y = low.index_select(0, qy)  # (H, w, 3)
-        for qx, lx in taps_x:
-            diff = low_y.index_select(1, qx) - img
-            log_w.append(ly[:, None] + lx[None, :]
-                         + inv_r * (diff * diff).sum(-1))
-            index.append((qy[:, None] * w + qx[None, :]).to(itype))
-    log_w = torch.stack(log_w, -1).reshape(H * W, -1)
-    index = torch.stack(index, -1).reshape(H * W, -1)
-    # weights relative to each pixel's best neighbour: the nearest cell
-    # always has a finite log-weight, so no pixel loses all its weights
-    # to underflow, however far its colour lies from its neighbours'
-    weights = torch.exp(log_w - log_w.max(1, keepdim=True).values)
-    weights /= weights.sum(1, keepdim=True)
-    return weights, index
+    """The weights of the checked parameters, computed one tile at a time
+    (:class:`~dsolo_sk._jbu_weights.JBUWeights`)."""
+    grid_shape = check_grid_shape(grid_shape)
+    radius = _check_jbu(sigma_spatial, sigma_range, radius, kernel)
+    return JBUWeights(grid_shape, guide, sigma_spatial, sigma_range, radius,
+                      kernel, tdt, device)
 
 
 def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
@@ -184,7 +202,11 @@ def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
     where :math:`\\Omega(p)` holds the ``(2 r)^2`` grid cells nearest to
     :math:`p_\\downarrow` (``r`` = `radius`), :math:`I_\\downarrow` is the
     guide averaged over each grid cell, colours lie in [0, 1], and
-    :math:`k_p` is the sum of the weights. With ``kernel="tent"`` the
+    :math:`k_p` is the sum of the weights. A pixel none of whose taps
+    has a positive weight (a tent narrower than half a cell leaves such
+    pixels between the patch centres) takes the score of its nearest patch,
+    so no score is NaN. The weights are computed and applied tile by tile,
+    within :data:`JBU_MEMORY_BUDGET` bytes. With ``kernel="tent"`` the
     spatial factor is the separable tent
     :math:`\\prod_{a} \\max(0, 1 - |q_a - p_{\\downarrow a}| / \\sigma_s)`
     instead of the Gaussian: with :math:`\\sigma_s = 1` and a large
@@ -200,11 +222,15 @@ def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
     guide : ndarray of shape (H, W, 3), uint8
         The image; the output has its height and width.
     sigma_spatial : float, default=1.0
-        Spatial standard deviation, in grid cells.
+        Spatial standard deviation, in grid cells, > 0; the default
+        `radius` must stay within :data:`JBU_MAX_RADIUS` (at most 32 for
+        the Gaussian, 64 for the tent).
     sigma_range : float, default=0.1
-        Colour standard deviation, on colours scaled to [0, 1].
+        Colour standard deviation, on colours scaled to [0, 1], at least
+        :data:`JBU_MIN_SIGMA_RANGE`.
     radius : int, optional
-        Half-width of the neighbourhood in grid cells; default
+        Half-width of the neighbourhood in grid cells, 1 to
+        :data:`JBU_MAX_RADIUS`; default
         ``max(1, ceil(2 * sigma_spatial))`` for the Gaussian,
         ``max(1, ceil(sigma_spatial))`` for the tent.
     kernel : {"gaussian", "tent"}, default="gaussian"
@@ -215,6 +241,11 @@ def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
     -------
     upsampled : array of shape (N, H, W)
         Same type (numpy or torch) as `scores`, float32 or float64.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of its range (named in the message).
 
     Examples
     --------
@@ -234,38 +265,53 @@ def joint_bilateral_upsample(scores, guide, sigma_spatial=1.0,
     dtype = np.float64 if arr.dtype == np.float64 else np.float32
     arr = arr.astype(dtype, copy=False)
     n, h, w = arr.shape
-    U = jbu_operator((h, w), guide, sigma_spatial, sigma_range, radius,
-                     kernel, dtype)
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    jw = _jbu_weights((h, w), guide, sigma_spatial, sigma_range, radius,
+                     kernel, tdt)
+    H, W = jw.H, jw.W
+    flat = arr.reshape(n, h * w).T
     # (H W, N) is computed contiguously and returned as an (N, H, W) view,
-    # so the largest array of the pipeline is never copied
-    out = np.asarray(U @ arr.reshape(n, h * w).T).reshape(
-        *guide.shape[:2], n).transpose(2, 0, 1)
-    return out
+    # so the largest array of the pipeline is never copied; the weights
+    # exist one tile at a time (JBU_MEMORY_BUDGET)
+    out = np.empty((H * W, n), dtype)
+    for y0, y1, x0, x1 in jw.tiles(JBU_MEMORY_BUDGET):
+        weights, index = jw.tile(y0, y1, x0, x1)
+        start = y0 * W + x0
+        out[start:start + len(weights)] = _csr_rows(weights, index,
+                                                    h * w) @ flat
+    return out.reshape(H, W, n).transpose(2, 0, 1)
 
 
 def _jbu_torch(scores, guide, sigma_spatial, sigma_range, radius, kernel):
     """:func:`joint_bilateral_upsample` of a torch tensor, on its device.
 
     The same weights as :func:`jbu_operator` (computed by the same code on
-    the tensor's device), applied tap by tap: memory O(N H W), no sparse
-    matrix, no copy to the host. The sums run in another order than the
+    the tensor's device, tile by tile), applied tap by tap: memory
+    O(N H W) plus one tile's weights, no sparse matrix, no copy to the
+    host. The sums run in another order than the
     sparse product's, so scores agree with the numpy path to rounding.
     """
     tdt = torch.float64 if scores.dtype == torch.float64 else torch.float32
     scores = scores.detach().to(tdt)
     n, h, w = scores.shape
-    weights, index = _jbu_weights((h, w), guide, sigma_spatial, sigma_range,
-                                  radius, kernel, tdt, device=scores.device)
+    jw = _jbu_weights((h, w), guide, sigma_spatial, sigma_range, radius,
+                     kernel, tdt, device=scores.device)
+    W = jw.W
     # (h w, N) rows are gathered whole, and the (H W, N) result is
     # returned as an (N, H, W) view, as on the numpy path
     flat = scores.reshape(n, h * w).T.contiguous()
-    index = index.T.long().contiguous()  # (k, H W): one tap per row
-    weights = weights.T.contiguous()[:, :, None]
-    # products rounded before the sums (no fused multiply-add), in the
-    # order of the sparse product's: the numpy path's numbers exactly
-    out = flat.index_select(0, index[0]).mul_(weights[0])
-    for t in range(1, index.shape[0]):
-        out.add_(flat.index_select(0, index[t]).mul_(weights[t]))
+    out = flat.new_empty((jw.H * W, n))
+    for y0, y1, x0, x1 in jw.tiles(JBU_MEMORY_BUDGET):
+        weights, index = jw.tile(y0, y1, x0, x1)
+        index = index.T.long().contiguous()  # (k, n): one tap per row
+        weights = weights.T.contiguous()[:, :, None]
+        # products rounded before the sums (no fused multiply-add), in the
+        # order of the sparse product's: the numpy path's numbers exactly
+        acc = flat.index_select(0, index[0]).mul_(weights[0])
+        for t in range(1, index.shape[0]):
+            acc.add_(flat.index_select(0, index[t]).mul_(weights[t]))
+        start = y0 * W + x0
+        out[start:start + acc.shape[0]].copy_(acc)
     return out.reshape(*guide.shape[:2], n).permute(2, 0, 1)
 
 
@@ -354,9 +400,12 @@ class JointBilateralUpsampler(BaseEstimator):
         Spatial kernel: the tent of bilinear interpolation (4 neighbours at
         the default `sigma_spatial`) or Kopf et al.'s Gaussian (16).
     sigma_spatial : float, default=1.0
-        Spatial bandwidth, in patches (grid cells), at most 16.
+        Spatial bandwidth, in patches (grid cells), > 0 and at most 16. A
+        pixel with no tap inside the kernel's support (a tent narrower
+        than half a patch) takes the score of its nearest patch.
     sigma_range : float, default=0.1
-        Colour bandwidth, on colours scaled to [0, 1].
+        Colour bandwidth, on colours scaled to [0, 1], from
+        :data:`~dsolo_sk.upsample.JBU_MIN_SIGMA_RANGE` (0.001) to 1000.
 
     Examples
     --------
@@ -378,8 +427,8 @@ class JointBilateralUpsampler(BaseEstimator):
         check_option(self.kernel, "kernel", JBU_KERNELS)
         check_scalar(self.sigma_spatial, "sigma_spatial", min_val=0,
                      include_min=False, max_val=16, unit="patches")
-        check_scalar(self.sigma_range, "sigma_range", min_val=0,
-                     include_min=False, max_val=1e3,
+        check_scalar(self.sigma_range, "sigma_range",
+                     min_val=JBU_MIN_SIGMA_RANGE, max_val=1e3,
                      unit="(colours in [0, 1])")
 
     def upsample(self, scores, image):

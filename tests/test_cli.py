@@ -478,3 +478,64 @@ def test_bad_batch_size_is_a_clear_error(value, message, tmp_path, capsys):
         main(_segment_argv("--batch-size", "two"))
     assert exc.value.code == 2
     assert "--batch-size" in capsys.readouterr().err
+
+
+# -- counts and output paths: checked before anything runs (issue 25) --------
+@pytest.mark.parametrize("value, message", [
+    ("1000000000", "--scenes must be <= 1000 scenes, got 1000000000"),
+    ("0", "--scenes must be >= 1 scenes, got 0"),
+])
+def test_demo_scene_count_is_a_clear_error(value, message, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--scenes", value]) == 1
+    assert capsys.readouterr().err.startswith(f"dsolo-sk: error: {message}")
+    assert not out.exists()
+
+
+def _unusable_out(where, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    if where == "read_only":
+        if not sys.platform.startswith("linux"):
+            pytest.skip("/proc is Linux's")
+        # no file can be created in /proc, even by root (chmod cannot
+        # stop root, and tests may run as root)
+        return a_file, "/proc/dsolo-sk-test-out", "cannot write in '/proc'"
+    if where == "file":
+        return a_file, str(a_file), "it is a file, not a folder"
+    return a_file, str(a_file / "demo"), "is a file, so no folder can be"
+
+
+@pytest.mark.parametrize("where", ["file", "below_a_file", "read_only"])
+def test_demo_out_is_checked_before_anything_runs(where, tmp_path, capsys):
+    a_file, out, reason = _unusable_out(where, tmp_path)
+    assert main(["demo", "--out", out, "--scenes", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsolo-sk: error: --out={out!r} cannot be used "
+                          "as an output folder"), err
+    assert reason in err
+    assert a_file.read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("where", ["file", "below_a_file", "read_only"])
+def test_weights_download_cache_is_checked_first(where, tmp_path, capsys):
+    a_file, out, reason = _unusable_out(where, tmp_path)
+    assert main(["weights", "download", "--cache", out,
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsolo-sk: error: --cache={out!r} cannot be "
+                          "used as an output folder"), err
+    assert reason in err and a_file.read_text() == "mine"
+
+
+def test_dask_workers_are_checked_before_anything_runs(model_args, tmp_path,
+                                                       capsys):
+    root = write_fake_dataset("ade20k", tmp_path / "data", n_images=1)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--dataset", "ade20k", "--root", root, "--out",
+                 str(out), "--dask", "--workers", "100000", "--no-progress",
+                 *model_args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dsolo-sk: error: --workers must be <= 256")
+    assert not out.exists()

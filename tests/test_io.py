@@ -401,6 +401,46 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.parametrize("layout", ["zip", "legacy", "local_dir"])
+def test_a_pickle_checkpoint_is_refused_naming_the_file_and_safe_formats(
+        layout, tiny_clip_files, tmp_path):
+    """A torch checkpoint holding an object that would run code when
+    unpickled: torch's weights_only loader refuses it, and the error names
+    the file and the formats that are read safely, not torch's advice to
+    retry with weights_only=False."""
+    import torch
+
+    from dsolo_sk.features import CLIPFeatures
+
+    marker = tmp_path / "pwned"
+    state = {"visual.proj": _Payload(str(marker))}
+    model, pretrained = tiny_clip_files["config"], None
+    if layout == "local_dir":
+        folder = tmp_path / "local_dir"
+        shutil.copytree(tiny_clip_files["local_dir"], folder)
+        os.remove(folder / "open_clip_model.safetensors")
+        path = folder / "open_clip_pytorch_model.bin"
+        torch.save(state, path)
+        model = str(folder)
+    else:
+        path = tmp_path / f"evil_{layout}.pt"
+        if layout == "zip":
+            torch.save(state, path)
+        else:
+            path.write_bytes(pickle.dumps(state, protocol=2))
+        pretrained = str(path)
+    clip = CLIPFeatures(model, pretrained, short_side=32, templates=["{}"],
+                        device="cpu")
+    with pytest.raises(UnreadableFileError, match="open_clip checkpoint"
+                       ) as err:
+        clip.compute_logits(PHOTO, ["cat", "dog"])
+    message = str(err.value)
+    assert str(path) in message
+    assert "safetensors" in message and "weights_only=True" in message
+    assert "Weights only load failed" not in message
+    assert not marker.exists()
+
+
 def _entries(store):
     folder = store / "dsolo_sk_features"
     return sorted(folder / f for f in os.listdir(folder))

@@ -29,7 +29,7 @@ def test_palette_colours_are_distinct_and_visible(n):
 
 
 def test_palette_refuses_bad_counts():
-    for bad in (0, 257):
+    for bad in (0, -1, 2 ** 24 + 1):
         with pytest.raises(ValueError, match="n_classes"):
             label_palette(bad)
     with pytest.raises(TypeError, match="n_classes"):
@@ -114,3 +114,149 @@ def test_cli_overlay_and_label_png_draw_class_zero_in_colour(tmp_path,
     centre = rgb[rgb.shape[0] // 2, 5]
     expected = 0.55 * 128 + 0.45 * label_palette(2)[k].astype(float)
     np.testing.assert_allclose(centre, expected, atol=3)
+
+
+# -- any number of classes, clear errors, a documented result (issue 25) -----
+@pytest.mark.parametrize("n", [257, 500, 4096])
+def test_palette_of_large_vocabularies_keeps_distinct_visible_colours(n):
+    pal = label_palette(n)
+    assert pal.shape == (n, 3) and len({tuple(c) for c in pal}) == n
+    assert pal.max(1).min() >= 120
+    np.testing.assert_array_equal(pal[:256], label_palette(256))
+
+
+def test_palette_cycles_past_its_distinct_colours():
+    pal = label_palette(5000)
+    np.testing.assert_array_equal(pal[4096:], pal[:5000 - 4096])
+
+
+def _many_class_labels(n_classes, shape=(60, 80)):
+    # every class present: classes 0-19 on 200, 199, ... 181 pixels (class 0
+    # on the rest too), the others on one pixel each, in a random layout
+    counts = [200 - k for k in range(20)] + [1] * (n_classes - 20)
+    flat = np.zeros(shape[0] * shape[1], int)
+    flat[:sum(counts)] = np.repeat(np.arange(n_classes), counts)
+    return np.random.default_rng(0).permutation(flat).reshape(shape)
+
+
+def test_plot_overlay_draws_500_classes_with_a_capped_legend(photos):
+    labels = _many_class_labels(500)
+    names = [f"class {k}" for k in range(500)]
+    ax = plot_overlay(photos[0][:60, :80], labels, names,
+                      ax=Figure().add_subplot())
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    # the 20 largest classes by area, then a line saying how many are left
+    assert len(texts) == 21
+    assert texts[:20] == names[:20]
+    assert texts[-1] == "+ 480 more classes"
+    ax = plot_overlay(photos[0][:60, :80], labels, names, max_legend=None,
+                      ax=Figure().add_subplot())
+    assert len(ax.get_legend().get_texts()) == 500
+    ax = plot_overlay(photos[0][:60, :80], labels, names, max_legend=3,
+                      ax=Figure().add_subplot())
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "class 0", "class 1", "class 2", "+ 497 more classes"]
+
+
+def test_save_overlay_of_500_classes(tmp_path, photos):
+    path = tmp_path / "many.png"
+    save_overlay(path, photos[0][:60, :80], _many_class_labels(500),
+                 [f"c{k}" for k in range(500)])
+    with Image.open(path) as im:
+        assert im.size[0] >= 80
+
+
+@pytest.mark.parametrize("names,err,match", [
+    ("abc", TypeError, "class_names must be a sequence of strings, got the "
+                       "string 'abc'"),
+    (b"abc", TypeError, "class_names must be a sequence of strings"),
+    (["a", 2, "c"], TypeError, r"class_names\[1\] must be a string"),
+    (["a", None, "c"], TypeError, r"class_names\[1\] must be a string"),
+    (["a", "b"], ValueError, "class_names has 2 names but labels holds "
+                             "class 2"),
+    ({"a", "b", "c"}, TypeError, "class_names is a set"),
+    (3, TypeError, "class_names must be a sequence of strings"),
+])
+def test_plot_overlay_refuses_bad_class_names(names, err, match, photos):
+    labels = np.full((32, 32), 2)
+    with pytest.raises(err, match=match):
+        plot_overlay(photos[0][:32, :32], labels, names,
+                     ax=Figure().add_subplot())
+
+
+def test_plot_overlay_refuses_names_without_a_colour(photos):
+    with pytest.raises(ValueError, match="palette has 2 colours but "
+                       "class_names names 3 classes"):
+        plot_overlay(photos[0][:32, :32], np.ones((32, 32), int),
+                     ["a", "b", "c"], palette=label_palette(2),
+                     ax=Figure().add_subplot())
+
+
+@pytest.mark.parametrize("value,err,match", [
+    (0, ValueError, "max_legend must be >= 1"),
+    (2.5, TypeError, "max_legend must be an integer"),
+    (True, TypeError, "max_legend must be an integer"),
+])
+def test_plot_overlay_refuses_bad_legend_caps(value, err, match, photos):
+    with pytest.raises(err, match=match):
+        plot_overlay(photos[0][:32, :32], np.ones((32, 32), int),
+                     ["a", "b"], max_legend=value, ax=Figure().add_subplot())
+
+
+def test_plot_overlay_docstring_says_how_to_save_and_show():
+    doc = plot_overlay.__doc__
+    returns = doc[doc.index("Returns"):]
+    assert "matplotlib.axes.Axes" in returns
+    assert "ax.figure.savefig(" in returns and "save_overlay" in returns
+    assert "plt.show()" in returns
+
+
+def test_save_overlay_onto_a_folder_is_a_clear_error(tmp_path, photos):
+    from dsolo_sk.exceptions import UnwritableFileError
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    with pytest.raises(UnwritableFileError, match="it is a folder"):
+        save_overlay(folder, photos[0][:32, :32], np.zeros((32, 32), int))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pictures"]
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("name,match", [
+    ("overlay", "has no extension"),
+    ("overlay.xyz", "extension '.xyz'"),
+])
+def test_save_overlay_needs_a_picture_extension(name, match, tmp_path,
+                                                photos):
+    from dsolo_sk.exceptions import UnwritableFileError
+
+    with pytest.raises(UnwritableFileError, match=match):
+        save_overlay(tmp_path / name, photos[0][:32, :32],
+                     np.zeros((32, 32), int))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_overlay_below_a_file_and_in_a_new_folder(tmp_path, photos):
+    from dsolo_sk.exceptions import UnwritableFileError
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(UnwritableFileError, match="its folder .* it is a "
+                       "file, not a folder"):
+        save_overlay(a_file / "o.png", photos[0][:32, :32],
+                     np.zeros((32, 32), int))
+    assert a_file.read_text() == "mine"
+    # a folder that does not exist yet is created, as the CLI's are
+    path = tmp_path / "new" / "o.png"
+    save_overlay(path, photos[0][:32, :32], np.zeros((32, 32), int))
+    assert path.is_file()
+
+
+def test_label_png_of_more_than_256_classes(tmp_path):
+    from dsolo_sk.cli import save_label_png
+
+    labels = _many_class_labels(300)
+    path = tmp_path / "labels.png"
+    save_label_png(path, labels, 300)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(np.asarray(im), labels)

@@ -52,6 +52,43 @@ def test_affinity_infinite_position_bandwidth_and_huge_grids():
         ColorPositionAffinity().compute_affinity(IMAGE, (448, 448))
 
 
+GRID_CASES = [
+    ("44", TypeError, "grid_shape must be a pair of integers .*string '44'"),
+    (b"44", TypeError, "grid_shape must be a pair of integers"),
+    ((2.5, 3), TypeError, r"grid_shape\[0\] \(rows\) must be an integer"),
+    ((2, 3.0), TypeError, r"grid_shape\[1\] \(cols\) must be an integer"),
+    ((2, True), TypeError, r"grid_shape\[1\] \(cols\) must be an integer"),
+    ((2, NAN), TypeError, r"grid_shape\[1\] \(cols\) must be an integer"),
+    ((4,), ValueError, "grid_shape must hold two integers .*got 1"),
+    ((2, 3, 1), ValueError, "grid_shape must hold two integers .*got 3"),
+    ((0, 3), ValueError, r"grid_shape\[0\] \(rows\) must be >= 1"),
+    ((2, -3), ValueError, r"grid_shape\[1\] \(cols\) must be >= 1"),
+    ({2, 3}, TypeError, "set"),
+    (None, TypeError, "grid_shape must be a pair of integers"),
+    (6, TypeError, "grid_shape must be a pair of integers"),
+]
+
+
+@pytest.mark.parametrize("grid,err,match", GRID_CASES)
+def test_affinity_grid_shapes(grid, err, match):
+    from dsolo_sk.features import DegradedAffinity, ProjectedAttentionAffinity
+
+    for affinity in (ColorPositionAffinity(), ProjectedAttentionAffinity(),
+                     DegradedAffinity(ColorPositionAffinity())):
+        with pytest.raises(err, match=match):
+            affinity.compute_affinity(IMAGE, grid)
+
+
+def test_affinity_grid_shapes_of_numpy_and_torch_integers():
+    import torch
+
+    ref = ColorPositionAffinity().compute_affinity(IMAGE, (2, 3))
+    for grid in (np.array([2, 3]), (np.int64(2), np.int32(3)),
+                 torch.Size([2, 3]), [2, 3]):
+        np.testing.assert_array_equal(
+            ColorPositionAffinity().compute_affinity(IMAGE, grid), ref)
+
+
 PROTOCOL_CASES = [
     ("logit_scale", 1e6, r"logit_scale must be <= 1000 \(inverse "
                          "temperature"),
@@ -266,3 +303,58 @@ def test_bad_arguments_are_named_before_anything_is_written(voc20, tmp_path):
         load_dataset("voc20", None)
     with pytest.raises(TypeError, match="classes must be a list"):
         per_class_iou([np.zeros((2, 2), int)], [np.zeros((2, 2), int)], None)
+
+
+# -- integer counts: a documented maximum, a clear error ------------------------
+def test_scene_counts_have_a_maximum(tmp_path):
+    from dsolo_sk._demo import run_demo
+    from dsolo_sk.datasets import make_scene_family
+
+    for call in (lambda n: make_scenes(n_scenes=n),
+                 lambda n: make_scene_family("street", n_scenes=n),
+                 lambda n: make_scene_family("clip_voc", n_scenes=n),
+                 lambda n: run_demo(tmp_path / "demo", n_scenes=n)):
+        with pytest.raises(ValueError, match="n_scenes must be <= 1000"):
+            call(10 ** 9)
+        with pytest.raises(TypeError, match="n_scenes must be an integer"):
+            call(2.0)
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"n_components": 10 ** 9}, "n_components must be <= 4096"),
+    ({"n_frequencies": 2000}, "n_frequencies must be <= 16"),
+    ({"n_sinks": 10 ** 9}, "n_sinks must be <= 16384"),
+])
+def test_attention_counts_have_a_maximum(params, match):
+    from dsolo_sk.features import ProjectedAttentionAffinity
+
+    with pytest.raises(ValueError, match=match):
+        ProjectedAttentionAffinity(**params).compute_affinity(IMAGE, (2, 3))
+
+
+def test_extractor_batch_size_has_the_segmenters_maximum():
+    extractor = FeatureExtractor(logits=CLIPFeatures(), affinity=False,
+                                 classes=["a", "b"], batch_size=10 ** 9)
+    loads = load_count()
+    with pytest.raises(ValueError, match="batch_size must be <= 4096"):
+        extractor.transform([IMAGE])
+    assert load_count() == loads
+
+
+@pytest.mark.parametrize("kw,err,match", [
+    ({"n_workers": 10 ** 6}, ValueError, "n_workers must be <= 256"),
+    ({"n_workers": 0}, ValueError, "n_workers must be >= 1"),
+    ({"n_workers": 1.5}, TypeError, "n_workers must be an integer"),
+    ({"threads_per_worker": 10 ** 6}, ValueError,
+     "threads_per_worker must be <= 256"),
+])
+def test_dask_counts_are_checked_before_any_work(kw, err, match, voc20,
+                                                 tmp_path):
+    from dsolo_sk.distributed import evaluate_distributed
+
+    out = tmp_path / "run"
+    with pytest.raises(err, match=match):
+        evaluate_distributed(_scores(1.0), voc20, out=str(out),
+                             progress=False, **kw)
+    assert not out.exists()

@@ -29,6 +29,7 @@ from sklearn.utils import check_random_state
 
 from .._validation import check_scalar
 from ._classnames import load_class_names
+from ._synthetic import MAX_SCENES
 from ..features._contract import from_arrays
 from ..features.affinity import (ColorPositionAffinity, DegradedAffinity,
                                  ProjectedAttentionAffinity)
@@ -623,7 +624,7 @@ def make_scene_family(family, n_scenes=8, *, image_size=448, patch_size=16,
     family : str
         One of :data:`SCENE_FAMILIES`.
     n_scenes : int, default=8
-        Number of scenes.
+        Number of scenes, 1 to 1000.
     image_size : int, default=448
         Side of the square image in pixels; a multiple of `patch_size`.
         Textures scale with the image (up to 0.4 cycles per pixel);
@@ -681,8 +682,9 @@ def make_scene_family(family, n_scenes=8, *, image_size=448, patch_size=16,
             f"affinity_kind must be None or one of {AFFINITY_KINDS}, got "
             f"{affinity_kind!r}."
         )
-    for name, val in (("n_scenes", n_scenes), ("image_size", image_size),
-                      ("patch_size", patch_size)):
+    check_scalar(n_scenes, "n_scenes", target_type=(int, np.integer),
+                 min_val=1, max_val=MAX_SCENES, unit="scenes")
+    for name, val in (("image_size", image_size), ("patch_size", patch_size)):
         check_scalar(val, name, target_type=(int, np.integer), min_val=1)
     if image_size % patch_size:
         raise ValueError(

@@ -14,7 +14,11 @@ from .._validation import check_scalar
 from ..features._contract import from_arrays
 from ..features.affinity import ColorPositionAffinity
 
-__all__ = ["make_scenes"]
+__all__ = ["make_scenes", "MAX_SCENES"]
+
+#: Most scenes one call generates: they are all held in memory (an image,
+#: logits and a (P, P) affinity each), and scored one by one.
+MAX_SCENES = 1000
 
 
 def _class_appearance(n_classes, rng):
@@ -104,7 +108,7 @@ def make_scenes(n_scenes=20, n_classes=15, n_present=(2, 5), image_size=448,
     Parameters
     ----------
     n_scenes : int, default=20
-        Number of scenes.
+        Number of scenes, 1 to 1000 (``MAX_SCENES``).
     n_classes : int, default=15
         Size of the vocabulary.
     n_present : int or (int, int), default=(2, 5)
@@ -144,7 +148,8 @@ def make_scenes(n_scenes=20, n_classes=15, n_present=(2, 5), image_size=448,
     (2, (6, 4, 4), (64, 64))
     """
     ints = (int, np.integer)
-    check_scalar(n_scenes, "n_scenes", target_type=ints, min_val=1)
+    check_scalar(n_scenes, "n_scenes", target_type=ints, min_val=1,
+                 max_val=MAX_SCENES, unit="scenes")
     check_scalar(n_classes, "n_classes", target_type=ints, min_val=2,
                  max_val=1000)
     check_scalar(image_size, "image_size", target_type=ints, min_val=1,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-from .._validation import check_scalar
+from .._validation import check_grid_shape, check_scalar
 
 __all__ = ["ColorPositionAffinity", "ProjectedAttentionAffinity",
            "DegradedAffinity"]
@@ -26,14 +26,7 @@ MAX_PATCHES = 16384
 
 
 def _grid_shape(grid_shape):
-    try:
-        h, w = (int(v) for v in grid_shape)
-    except (TypeError, ValueError, OverflowError):
-        raise TypeError(
-            f"grid_shape must be a pair (rows, cols), got {grid_shape!r}."
-        ) from None
-    if h < 1 or w < 1:
-        raise ValueError(f"grid_shape must be positive, got {(h, w)}.")
+    h, w = check_grid_shape(grid_shape)
     if h * w > MAX_PATCHES:
         raise ValueError(
             f"grid_shape {(h, w)} has {h * w} patches, more than "
@@ -255,7 +248,7 @@ class ProjectedAttentionAffinity(BaseEstimator):
     Parameters
     ----------
     n_components : int, default=32
-        Dimension :math:`d` of queries and keys.
+        Dimension :math:`d` of queries and keys, 1 to 4096.
     temperature : float, default=0.1
         Softmax temperature :math:`T`, relative to the descriptor length;
         smaller is sharper and more heavy-tailed.
@@ -265,9 +258,11 @@ class ProjectedAttentionAffinity(BaseEstimator):
     color_weight, texture_weight, position_weight : float, default=1.0
         Weights of the descriptor groups; ``0`` drops a group.
     n_frequencies : int, default=3
-        Octaves of the position encoding.
+        Octaves of the position encoding, 0 to 16 (the 16th is finer than
+        any patch grid).
     n_sinks : int, default=0
-        Number of sink patches; ``0`` for none.
+        Number of sink patches, 0 (none) to 16384 (``MAX_PATCHES``); a grid
+        with fewer patches has as many sinks as fit.
     sink_mass : float, default=0.5
         Fraction of each row's attention that the sinks receive, in
         (0, 1). Ignored when `n_sinks` is 0.
@@ -315,16 +310,16 @@ class ProjectedAttentionAffinity(BaseEstimator):
 
     def _validate_params(self):
         check_scalar(self.n_components, "n_components",
-                     target_type=(int, np.integer), min_val=1)
+                     target_type=(int, np.integer), min_val=1, max_val=4096)
         check_scalar(self.temperature, "temperature", min_val=0,
                      include_min=False)
         check_scalar(self.asymmetry, "asymmetry", min_val=0)
         for name in ("color_weight", "texture_weight", "position_weight"):
             check_scalar(getattr(self, name), name, min_val=0)
         check_scalar(self.n_frequencies, "n_frequencies",
-                     target_type=(int, np.integer), min_val=0)
+                     target_type=(int, np.integer), min_val=0, max_val=16)
         check_scalar(self.n_sinks, "n_sinks", target_type=(int, np.integer),
-                     min_val=0)
+                     min_val=0, max_val=MAX_PATCHES)
         check_scalar(self.sink_mass, "sink_mass", min_val=0, max_val=1,
                      include_min=False, include_max=False)
         if (self.color_weight == self.texture_weight == self.position_weight

@@ -29,6 +29,7 @@ import difflib
 import hashlib
 import logging
 import os
+import pickle
 import threading
 import warnings
 from collections import OrderedDict
@@ -786,6 +787,28 @@ class CLIPFeatures(BaseEstimator):
         key = self._key(spec)
         return _cache.get_model(key, lambda: self._load_uncached(spec, key))
 
+    @staticmethod
+    def _reading_weights(spec, pretrained):
+        """A checkpoint torch refuses to unpickle (``weights_only``), named
+        with the safe formats (:func:`dsolo_sk._io.reading`); the file is
+        the local checkpoint, the local-dir folder's or the Hub cache's."""
+        path = None
+        if isinstance(pretrained, str) and os.path.isfile(pretrained):
+            path = pretrained
+        elif str(spec["name"]).startswith("local-dir:"):
+            folder = spec["name"][len("local-dir:"):]
+            for name in ("open_clip_model.safetensors",
+                         "open_clip_pytorch_model.bin"):
+                if os.path.lexists(os.path.join(folder, name)):
+                    path = os.path.join(folder, name)
+                    break
+        if path is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return _io.reading(path, _CKPT_EXPECTED,
+                           errors=(pickle.UnpicklingError,))
+
     def _hub_checkpoint(self, spec):
         """Where the Hub-hosted weights of `spec` are read from.
 
@@ -900,7 +923,8 @@ class CLIPFeatures(BaseEstimator):
             # open_clip logs a warning for random weights and an error
             # before it raises; ours are clearer.
             logging.getLogger().setLevel(max(level, logging.CRITICAL))
-            with _hub.quiet_hub_logs():
+            with _hub.quiet_hub_logs(), self._reading_weights(spec,
+                                                              pretrained):
                 model = open_clip.create_model(
                     spec["name"], pretrained=pretrained,
                     precision=precision, device=device,

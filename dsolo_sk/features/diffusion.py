@@ -816,15 +816,9 @@ class DiffusionAttention(BaseEstimator):
 
     @staticmethod
     def _check_grid(grid_shape):
-        try:
-            rows, cols = (int(v) for v in grid_shape)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"grid_shape must be a pair (rows, cols), got {grid_shape!r}."
-            ) from None
-        if rows < 1 or cols < 1:
-            raise ValueError(f"grid_shape must be positive, got {grid_shape!r}.")
-        return rows, cols
+        from .._validation import check_grid_shape
+
+        return check_grid_shape(grid_shape)
 
     @staticmethod
     def _affinity(maps, grid):

@@ -72,18 +72,18 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
         Progress bar over the images (tqdm): ``True`` always, ``False``
         never, ``None`` only when writing to a terminal.
     batch_size : int, default=1
-        Most images per forward pass of the models. Consecutive images of
-        the same size (hence the same size after each model's resize) are
-        grouped into chunks of at most `batch_size` and passed together to
+        Most images per forward pass of the models, 1 to 4096. Consecutive
+        images of the same size (hence the same size after each model's resize)
+        are grouped into chunks of at most `batch_size` and passed together to
         the extractors' ``compute_query_logits_batch`` /
         ``compute_logits_batch`` and ``compute_affinity_batch`` methods when
         they have them (:class:`~dsolo_sk.features.CLIPFeatures` and
-        :class:`~dsolo_sk.features.DiffusionAttention` do); extractors
-        without them are called once per image. The features equal those
-        of ``batch_size=1`` within float rounding. Memory grows linearly
-        with `batch_size` (for Stable Diffusion, one P x P attention map
-        per captured block and image), and at most `batch_size` images are
-        decoded at a time.
+        :class:`~dsolo_sk.features.DiffusionAttention` do); extractors without
+        them are called once per image. The features equal those of
+        ``batch_size=1`` within float rounding. Memory grows linearly with
+        `batch_size` (for Stable Diffusion, one P x P attention map per
+        captured block and image), and at most `batch_size` images are decoded
+        at a time.
 
     Notes
     -----
@@ -182,7 +182,8 @@ class FeatureExtractor(FitFreeMixin, TransformerMixin, BaseEstimator):
 
     def _check_batch_size(self):
         return check_scalar(self.batch_size, "batch_size",
-                            target_type=Integral, min_val=1, unit="images")
+                            target_type=Integral, min_val=1, max_val=4096,
+                            unit="images")
 
     def fit(self, X=None, y=None):
         """Validate the parameters (and `X` when given); learns nothing.
