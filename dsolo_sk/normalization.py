@@ -22,6 +22,8 @@ The accepted values of the ``method``, ``fill`` and ``over`` options:
 (('softmax', 'l1', 'zscore'), ('zero', 'min'), ('image', 'class'))
 """
 
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 from ot.backend import get_backend
@@ -122,6 +124,20 @@ def _alive(logits):
     some patch."""
     nx = get_backend(logits)
     return nx.sum(_as_float64(nx.isfinite(logits)), 1) > 0
+
+
+def _check_logits(logits, name="logits"):
+    """Refuse NaN and ``+inf`` logits (``-inf`` marks a suppressed entry);
+    `logits` is numpy or torch."""
+    nx = get_backend(logits)
+    bad = nx.isnan(logits) | (logits == np.inf)
+    if bool(nx.any(bad)):
+        n = int(nx.sum(_as_float64(bad)))
+        raise ValueError(
+            f"{name} must be finite or -inf (a suppressed entry); {n} "
+            f"entries are NaN or +inf."
+        )
+    return logits
 
 
 def _check_min_share(min_share):
@@ -326,7 +342,7 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
         The smallest share of the patches a class must win after the step
         to stay. 0 keeps every class.
     n_iter : int, default=15
-        Iterations of the proportional fitting.
+        Iterations of the proportional fitting, at most 100 000.
 
     Returns
     -------
@@ -357,6 +373,9 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
     array([False, False,  True])
     """
     logits = _share_input(logits, min_share)
+    _check_logits(_as_float64(logits))
+    check_scalar(n_iter, "n_iter", target_type=numbers.Integral, min_val=1,
+                 max_val=100_000)
     if min_share == 0:
         return logits
     nx = get_backend(logits)
@@ -367,6 +386,8 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
             f"ratio must have the shape of the logits {(n, p)}, got "
             f"{tuple(ratio.shape)}."
         )
+    if bool(nx.any(~nx.isfinite(ratio))) or bool(nx.any(ratio < 0)):
+        raise ValueError("ratio must be finite and non-negative.")
     affinity = _check_affinity(affinity, p, "suppress_scattered_classes")
     if sp.issparse(affinity):
         if nx.__name__ != "numpy":
@@ -573,7 +594,7 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
     check_option(method, "normalization", NORMALIZATIONS)
     check_option(over, "normalize_over", NORMALIZE_OVER)
     check_scalar(temperature, "temperature", min_val=0, include_min=False)
-    logits = _as_float64(logits)
+    logits = _check_logits(_as_float64(logits))
     nx = get_backend(logits)
     finite = nx.isfinite(logits)
     if not bool(nx.any(finite)):
@@ -861,6 +882,7 @@ class LogitNormalizer(BaseEstimator):
                 f"logits must have shape (n_classes, n_patches), got "
                 f"{logits.shape}."
             )
+        _check_logits(_as_float64(logits))
         if self.presence == "diffused" and affinity is None:
             raise ValueError(
                 "LogitNormalizer(presence='diffused') reads the affinity: "

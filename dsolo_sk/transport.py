@@ -17,9 +17,13 @@ attention matrix must use that matrix itself (possibly sparse) as the
 kernel.
 """
 
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 from ot.backend import get_backend
+
+from ._validation import check_scalar
 
 __all__ = ["repair_affinity", "doubly_stochastic_scaling",
            "doubly_stochastic", "markov_step", "ShiftedKernel", "lse_matmul",
@@ -120,6 +124,10 @@ def _matvec_left(x, affinity):
     return _backend(affinity).dot(x, affinity)
 
 
+# the most iterations of the proportional fitting: it converges in tens
+_MAX_SCALING_ITER = 100_000
+
+
 def doubly_stochastic_scaling(affinity, n_iter=15):
     """Iterative proportional fitting of a non-negative matrix.
 
@@ -134,7 +142,7 @@ def doubly_stochastic_scaling(affinity, n_iter=15):
     affinity : ndarray, torch.Tensor or scipy.sparse matrix of shape (P, P)
         Non-negative affinity, repaired with :func:`repair_affinity`.
     n_iter : int, default=15
-        Number of (column, row) update pairs.
+        Number of (column, row) update pairs, at most 100 000.
 
     Returns
     -------
@@ -151,6 +159,8 @@ def doubly_stochastic_scaling(affinity, n_iter=15):
     >>> np.allclose(T.sum(0), 1) and np.allclose(T.sum(1), 1)
     True
     """
+    check_scalar(n_iter, "n_iter", target_type=numbers.Integral, min_val=1,
+                 max_val=_MAX_SCALING_ITER)
     if sp.issparse(affinity):
         p = affinity.shape[0]
         r = np.ones(p, dtype=affinity.dtype)

@@ -468,3 +468,42 @@ def test_the_outside_baseline_is_invariant_to_per_class_offsets():
     # the raw argmax of "off" moves with the offsets
     assert not np.allclose(subtract_baseline(L + b, "off"),
                            subtract_baseline(L, "off"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_and_positive_infinite_logits_are_refused(bad):
+    from dsolo_sk.normalization import normalize_logits
+
+    L = _logits()
+    L[2, 3] = bad
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        LogitNormalizer().normalize(L)
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        normalize_logits(L)
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        suppress_scattered_classes(L, np.ones_like(L), np.ones((50, 50)), 0.1)
+    # -inf marks a suppressed entry and stays valid
+    L[2, 3] = -np.inf
+    q, m = LogitNormalizer().normalize(L)
+    assert np.isfinite(q).all() and np.isfinite(m).all()
+
+
+@pytest.mark.parametrize("ratio", [-1.0, np.nan, np.inf])
+def test_scattered_class_ratios_must_be_finite_and_non_negative(ratio):
+    L = _logits()
+    f = np.ones_like(L)
+    f[0, 0] = ratio
+    with pytest.raises(ValueError, match="ratio"):
+        suppress_scattered_classes(L, f, np.ones((50, 50)), 0.1)
+
+
+@pytest.mark.parametrize("n_iter", [0, 2.5, 10 ** 9, np.nan])
+def test_scattered_class_iterations_are_bounded(n_iter):
+    from dsolo_sk.transport import doubly_stochastic_scaling
+
+    L = _logits()
+    with pytest.raises((ValueError, TypeError), match="n_iter"):
+        suppress_scattered_classes(L, np.ones_like(L), np.ones((50, 50)),
+                                   0.1, n_iter=n_iter)
+    with pytest.raises((ValueError, TypeError), match="n_iter"):
+        doubly_stochastic_scaling(np.ones((4, 4)), n_iter)
