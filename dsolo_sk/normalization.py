@@ -52,7 +52,7 @@ NORMALIZE_OVER = ("image", "class")
 TEMPERATURE_UNITS = ("logit", "spread")
 #: The values of `presence` of :class:`LogitNormalizer`: how the class-level
 #: suppression counts the patches a class wins.
-PRESENCE_TESTS = ("argmax", "centred", "diffused")
+PRESENCE_TESTS = ("argmax", "centred", "diffused", "centred-diffused")
 
 
 def _as_float64(x):
@@ -701,8 +701,8 @@ class LogitNormalizer(BaseEstimator):
        top class at fewer than ``min_share * P`` patches are dropped
        (:func:`suppress_minor_classes`; with ``presence="centred"`` the
        top class of the logits centred per class); with
-       ``presence="diffused"`` the
-       classes left must also win that share of the patches after one
+       ``presence="diffused"`` (``"centred-diffused"``: after the centred
+       test) the classes left must also win that share of the patches after one
        step of the class ratios over the affinity
        (:func:`suppress_scattered_classes`, on the result of steps 2-4),
        and steps 2-4 run again without the classes it drops;
@@ -770,7 +770,8 @@ class LogitNormalizer(BaseEstimator):
         mean over the patches; a number, that quantile of its logits over
         all the patches. None subtracts nothing. It cancels per-class
         offsets (a class name's bias).
-    presence : {"argmax", "centred", "diffused"}, default="argmax"
+    presence : {"argmax", "centred", "diffused", "centred-diffused"}, \
+default="argmax"
         How the class-level suppression counts a class's patches:
         ``"argmax"``, where the class is the top class of the logits only;
         ``"centred"``, where it is the top class of the logits centred per
@@ -780,8 +781,9 @@ class LogitNormalizer(BaseEstimator):
         ``"diffused"``, also where it is the top class of its ratio
         :math:`f_c = P m_c q_c` after one step of the Markov chain of the
         affinity (:func:`suppress_scattered_classes`), which outvotes the
-        scattered patches an absent class wins by noise. ``"diffused"``
-        reads the affinity: :meth:`normalize` must get it, and
+        scattered patches an absent class wins by noise;
+        ``"centred-diffused"``, the centred test, then the step. The two
+        with a step read the affinity: :meth:`normalize` must get it, and
         :attr:`requires_affinity` is true.
 
     baseline_weight : float in [0, 1], default=1.0
@@ -797,7 +799,8 @@ class LogitNormalizer(BaseEstimator):
     ----------
     requires_affinity : bool
         Whether :meth:`normalize` needs the affinity (``presence=
-        "diffused"``); :class:`~dsolo_sk.DirectSegmenter` passes it then.
+        "diffused"`` or ``"centred-diffused"``);
+        :class:`~dsolo_sk.DirectSegmenter` passes it then.
 
     See Also
     --------
@@ -834,7 +837,7 @@ class LogitNormalizer(BaseEstimator):
     @property
     def requires_affinity(self):
         """Whether :meth:`normalize` reads the affinity."""
-        return self.presence == "diffused"
+        return self.presence in ("diffused", "centred-diffused")
 
     def _validate_params(self):
         if not isinstance(self.nms, (bool, np.bool_)):
@@ -883,16 +886,17 @@ class LogitNormalizer(BaseEstimator):
                 f"{logits.shape}."
             )
         _check_logits(_as_float64(logits))
-        if self.presence == "diffused" and affinity is None:
+        if self.requires_affinity and affinity is None:
             raise ValueError(
-                "LogitNormalizer(presence='diffused') reads the affinity: "
-                "call normalize(logits, affinity)."
+                f"LogitNormalizer(presence={self.presence!r}) reads the "
+                "affinity: call normalize(logits, affinity)."
             )
         if self.min_share > 0:
             logits = suppress_minor_classes(
-                logits, self.min_share, centre=self.presence == "centred")
+                logits, self.min_share,
+                centre=self.presence in ("centred", "centred-diffused"))
         q, mass = self._weights(logits)
-        if self.presence == "diffused" and self.min_share > 0:
+        if self.requires_affinity and self.min_share > 0:
             nx = get_backend(q)
             ratio = q * (q.shape[1] * mass)[:, None]
             kept = suppress_scattered_classes(logits, ratio, affinity,

@@ -69,11 +69,11 @@ def _default_parts(kind):
         return ("passthrough", "passthrough",
                 JointBilateralUpsampler(kernel="gaussian"))
     if kind == "kl":
-        return (LogitNormalizer(), KLDiscrepancy(),
-                JointBilateralUpsampler(kernel="gaussian"))
+        return (LogitNormalizer(presence="centred", min_share=0.01),
+                KLDiscrepancy(), JointBilateralUpsampler(kernel="gaussian"))
     if kind == "path":
         return (LogitNormalizer(nms=False, baseline="off",
-                                presence="diffused"),
+                                presence="centred-diffused", min_share=0.01),
                 TransportPath(), JointBilateralUpsampler(kernel="gaussian"))
     if kind == "velocity":
         return (_velocity_normalizer(), _velocity_discrepancy(),
@@ -269,11 +269,11 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - ``JointBilateralUpsampler("tent")``
        * - ``path``
          - ``LogitNormalizer(nms=False, baseline="off",
-           presence="diffused")``
+           presence="centred-diffused", min_share=0.01)``
          - ``TransportPath()``
          - ``JointBilateralUpsampler("gaussian")``
        * - ``kl``
-         - ``LogitNormalizer()``
+         - ``LogitNormalizer(presence="centred", min_share=0.01)``
          - ``KLDiscrepancy()``
          - ``JointBilateralUpsampler("gaussian")``
        * - ``raw``

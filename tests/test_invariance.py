@@ -137,3 +137,24 @@ def test_sinks_benchmark_adds_sinks_and_prints_one_row_per_segmenter(capsys):
     assert "24 perturbations" in out
     for label, _ in sinks.segmenters():
         assert label in out
+
+
+@pytest.mark.parametrize("mode", ["kl", "path"])
+def test_kl_and_path_class_tests_are_per_class_offset_free(scenes, mode):
+    from dsolo_sk.normalization import suppress_minor_classes
+    from dsolo_sk.segmenters import _default_parts
+
+    norm = _default_parts(mode)[0]
+    assert norm.presence.startswith("centred")
+    for ds in scenes:
+        L = ds["logits"].values.reshape(ds.sizes["class"], -1)
+        moved = _class_offsets(ds).reshape(L.shape)
+        kept = np.isfinite(suppress_minor_classes(
+            L.astype(np.float64), norm.min_share, centre=True)).any(1)
+        kept2 = np.isfinite(suppress_minor_classes(
+            moved.astype(np.float64), norm.min_share, centre=True)).any(1)
+        np.testing.assert_array_equal(kept, kept2)
+    # the documented exception (method page): their per-patch reading is
+    # the logits' own argmax (kl) or the median where another class wins
+    # (path), which per-class offsets move
+    assert np.mean(_changed(DirectSegmenter(mode=mode), scenes)) > 0.01
