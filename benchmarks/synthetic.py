@@ -70,6 +70,8 @@ ABLATION = [
          normalizer=LogitNormalizer(nms=False, method="softmax",
                                     temperature=0.05, over="class",
                                     min_share=0.0))),
+    ("    velocity, tau rule (score state)",
+     seg(discrepancy=TransportVelocity(min_share=0.01))),
     ("    velocity with patch NMS",
      seg(normalizer=LogitNormalizer(baseline="off"))),
     ("    plain Markov diffusion (1 step)",
@@ -95,9 +97,9 @@ def _normalizers(mode):
     out = [(f"class share {v}", var(min_share=v))
            for v in (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)]
     out += [(f"class presence {v}", var(presence=v))
-            for v in ("argmax", "diffused")]
-    out += [(f"baseline {v}", var(baseline=v)) for v in (None, 0.1, 0.25,
-                                                         0.5)]
+            for v in ("argmax", "centred", "diffused", "centred-diffused")]
+    out += [(f"baseline {v}", var(baseline=v))
+            for v in (None, 0.1, 0.25, 0.5, "off", "outside", "mean")]
     out += [("patch NMS off", var(nms=False)),
             ("patch NMS, fill zero", var(nms=True, nms_fill="zero")),
             ("patch NMS, fill min", var(nms=True, nms_fill="min"))]

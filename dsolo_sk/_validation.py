@@ -37,6 +37,65 @@ def normalize_class_name(name):
     return ", ".join(parts)
 
 
+def check_string_list(values, *, name, what="a sequence of strings"):
+    """`values` as a list of str, in the order given, or a clear error.
+
+    A bare string (a sequence of characters), a set (whose order changes
+    between processes, and with it the meaning of each label) and entries
+    that are not strings are refused, each naming `name`.
+
+    Parameters
+    ----------
+    values : sequence of str
+        The strings.
+    name : str
+        Name of the argument, used in error messages.
+    what : str, default="a sequence of strings"
+        What `values` must be, in the messages.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from dsolo_sk._validation import check_string_list
+    >>> check_string_list(("sky", "road"), name="class_names")
+    ['sky', 'road']
+    >>> check_string_list("sky", name="class_names")
+    Traceback (most recent call last):
+    ...
+    TypeError: class_names must be a sequence of strings, got the bare string 'sky'; pass a list such as ['sky'] or ['sky'].
+    """
+    if isinstance(values, (str, bytes)):
+        raise TypeError(
+            f"{name} must be {what}, got the bare string "
+            f"{values!r}; pass a list such as {[values]!r} or "
+            f"{values.split(',') if isinstance(values, str) else '...'!r}."
+        )
+    if isinstance(values, (set, frozenset)) or (
+            isinstance(values, AbstractSet)
+            and not isinstance(values, KeysView)):
+        raise TypeError(
+            f"{name} is a {type(values).__name__}, whose order (and so the "
+            "meaning of each label) changes between runs; pass a "
+            f"list, for example sorted({name})."
+        )
+    try:
+        out = list(values)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be {what}, got {type(values).__name__}."
+        ) from None
+    for k, v in enumerate(out):
+        if not isinstance(v, str):
+            raise TypeError(
+                f"{name}[{k}] must be a string, got {v!r} of type "
+                f"{type(v).__name__}."
+            )
+    return out
+
+
 def check_classes(classes, *, name="classes"):
     """Validate a list of class names and return it as a tuple of str.
 
@@ -79,37 +138,13 @@ def check_classes(classes, *, name="classes"):
     ValueError: classes holds names that CLIP's tokenizer cannot tell apart
     (it lower-cases, strips and collapses whitespace): 'Cat' and 'cat '; ...
     """
-    if isinstance(classes, (str, bytes)):
-        raise TypeError(
-            f"{name} must be a list of class names, got the bare string "
-            f"{classes!r}; pass a list such as {[classes]!r} or "
-            f"{classes.split(',') if isinstance(classes, str) else '...'!r}."
-        )
     if classes is None:
         raise ValueError(
             f"{name} is required: pass a list of at least two class names."
         )
-    if isinstance(classes, (set, frozenset)) or (
-            isinstance(classes, AbstractSet)
-            and not isinstance(classes, KeysView)):
-        raise TypeError(
-            f"{name} is a {type(classes).__name__}, whose order (and so the "
-            "meaning of each predicted label) changes between runs; pass a "
-            f"list, for example sorted({name})."
-        )
-    try:
-        classes = list(classes)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a list of class names, got "
-            f"{type(classes).__name__}."
-        ) from None
+    classes = check_string_list(classes, name=name, what="a list of class "
+                                "names")
     for k, c in enumerate(classes):
-        if not isinstance(c, str):
-            raise TypeError(
-                f"{name}[{k}] must be a string, got {c!r} of type "
-                f"{type(c).__name__}."
-            )
         if not normalize_class_name(c):
             raise ValueError(
                 f"{name}[{k}] = {c!r} holds no name; remove it or write a "

@@ -307,34 +307,14 @@ def plot_overlay(image, labels, class_names=None, *, ax=None, palette=None,
 
 def _check_names(class_names):
     """`class_names` as a list of str, or a clear error."""
-    from collections.abc import Set
+    from ._validation import check_string_list
 
-    if isinstance(class_names, (str, bytes)):
+    if isinstance(class_names, dict):
         raise TypeError(
-            "class_names must be a sequence of strings, got the string "
-            f"{class_names!r}; pass a list such as "
-            f"{class_names.split(',') if isinstance(class_names, str) else ['...']!r}."
+            "class_names is a dict, whose order does not say which name is "
+            "which label; pass a list in label order."
         )
-    if isinstance(class_names, (Set, dict)):
-        raise TypeError(
-            f"class_names is a {type(class_names).__name__}, whose order "
-            "does not say which name is which label; pass a list in label "
-            "order."
-        )
-    try:
-        names = list(class_names)
-    except TypeError:
-        raise TypeError(
-            "class_names must be a sequence of strings, got "
-            f"{class_names!r} of type {type(class_names).__name__}."
-        ) from None
-    for k, name in enumerate(names):
-        if not isinstance(name, str):
-            raise TypeError(
-                f"class_names[{k}] must be a string, got {name!r} of type "
-                f"{type(name).__name__}."
-            )
-    return names
+    return check_string_list(class_names, name="class_names")
 
 
 def save_overlay(path, image, labels, class_names=None, *, dpi=100, **kwargs):

@@ -168,7 +168,7 @@ def test_save_overlay_of_500_classes(tmp_path, photos):
 
 @pytest.mark.parametrize("names,err,match", [
     ("abc", TypeError, "class_names must be a sequence of strings, got the "
-                       "string 'abc'"),
+                       "bare string 'abc'"),
     (b"abc", TypeError, "class_names must be a sequence of strings"),
     (["a", 2, "c"], TypeError, r"class_names\[1\] must be a string"),
     (["a", None, "c"], TypeError, r"class_names\[1\] must be a string"),
