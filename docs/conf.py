@@ -155,17 +155,23 @@ class SyntheticTable(Directive):
     optional_arguments = 1
     final_argument_whitespace = True
     has_content = False
+    # ``:file: NAME``: another output kept in benchmarks/results/ (an
+    # earlier round's full run, say) instead of synthetic.txt
+    option_spec = {"file": str}
 
     def run(self):
         env = self.state.document.settings.env
-        if not SYNTHETIC_RESULTS.exists():
+        results = SYNTHETIC_RESULTS
+        if "file" in self.options:
+            results = SYNTHETIC_RESULTS.parent / self.options["file"]
+        if not results.exists():
             para = nodes.paragraph(text=(
                 "This table is printed by `python benchmarks/synthetic.py`, "
                 "whose output goes to benchmarks/results/synthetic.txt; that "
                 "file is not in this checkout."))
             return [para]
-        env.note_dependency(str(SYNTHETIC_RESULTS))
-        text = SYNTHETIC_RESULTS.read_text(encoding="utf-8")
+        env.note_dependency(str(results))
+        text = results.read_text(encoding="utf-8")
         if not self.arguments:
             chosen = [text.rstrip("\n")]
         else:

@@ -215,7 +215,8 @@ def suppress_minor_classes(logits, min_share, centre=False):
     own level: :math:`n_c = \\#\\{i : c = \\arg\\max_k C_{ki},\\
     C_{ci} > 0\\}`. A class must stand out where it wins, not sit high
     everywhere (nor win, flat, where every other class sits below its
-    level), and the count
+    level). Where no class stands above its level at any patch (logits
+    constant over the image), the raw argmax counts instead. The count
     is unchanged by any per-class offset :math:`L_{ci} + b_c` (the text
     bias and the global class score of CLIP's dense logits are such
     offsets; on them the raw argmax is decided by the offsets).
@@ -278,9 +279,18 @@ def suppress_minor_classes(logits, min_share, centre=False):
         return logits
     nx = get_backend(logits)
     if centre:
-        votes = subtract_baseline(_as_float64(logits), "mean")
-        # a win counts where the top class stands above its own level
-        wins = _winners(votes) & (votes > 0)
+        raw = _as_float64(logits)
+        votes = subtract_baseline(raw, "mean")
+        # a win counts where the top class stands above its own level, by
+        # more than the rounding of the mean (a constant row centres to
+        # values of order 1e-17 of its level, not to zeros)
+        finite = nx.isfinite(raw)
+        size = nx.max(nx.where(finite, nx.abs(raw), 0.0), axis=1)
+        wins = _winners(votes) & (votes > 1e-9 * size[:, None])
+        if not bool(nx.any(wins)):
+            # no class stands out anywhere (logits constant over the
+            # image): the raw argmax is the only evidence left
+            wins = _winners(logits)
     else:
         wins = _winners(logits)
     count = nx.sum(_as_float64(wins), 1)

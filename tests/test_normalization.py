@@ -507,3 +507,11 @@ def test_scattered_class_iterations_are_bounded(n_iter):
                                    0.1, n_iter=n_iter)
     with pytest.raises((ValueError, TypeError), match="n_iter"):
         doubly_stochastic_scaling(np.ones((4, 4)), n_iter)
+
+
+def test_centred_presence_falls_back_to_the_argmax_on_constant_logits():
+    # constant over the image: no class stands out, the argmax decides
+    L = np.repeat(np.array([[0.2], [0.23], [0.18]]), 6, axis=1)
+    out = suppress_minor_classes(L, 0.1, centre=True)
+    np.testing.assert_array_equal(np.isfinite(out).all(1),
+                                  [False, True, False])
