@@ -575,6 +575,20 @@ def make_scene_family(family, n_scenes=8, *, image_size=448, patch_size=16,
     ``voronoi_*`` variants have the same images, masks and logits, so that
     they compare the affinities alone.
 
+    **The CLIP-like world** (:data:`CLIP_FAMILIES`): ``clip_voc`` (VOC's
+    21 classes, the background a class of many stuff names), ``clip_stuff``
+    (COCO-Stuff's 171), ``clip_city`` (Cityscapes' 19) and ``clip_ade``
+    (ADE20K's 150), each with the colour and position affinity, and each
+    ``*_sink`` with sink attention at the high-norm tokens. Their logits
+    follow what is published about vanilla CLIP ViT-B/16's dense logits
+    rather than the formula below: every patch carries the image's global
+    class scores, each class name a text bias, the stuff classes a common
+    lift, a few high-norm tokens the global content only, and the patch's
+    own content is a weak signal. Their statistics are drawn per scene
+    over :data:`CLIP_RANGES`, calibrated to :data:`CLIP_TARGETS` on seeds
+    that no default is chosen on (``benchmarks/calibrate_clip_like.py``
+    prints the calibration next to its targets).
+
     **Images.** Each region is painted with its class's appearance (a mean
     colour, one of a flat, striped, checkered, blotchy or grainy texture,
     and a grain), with a colour jitter per instance; objects have a second
@@ -622,7 +636,9 @@ def make_scene_family(family, n_scenes=8, *, image_size=448, patch_size=16,
     Parameters
     ----------
     family : str
-        One of :data:`SCENE_FAMILIES`.
+        One of :data:`SCENE_FAMILIES`: a synthetic family
+        (:data:`SYNTHETIC_FAMILIES`) or a CLIP-like one
+        (:data:`CLIP_FAMILIES`).
     n_scenes : int, default=8
         Number of scenes, 1 to 1000.
     image_size : int, default=448
