@@ -803,7 +803,8 @@ default="argmax"
         a per-class offset :math:`L_{ci} + b_c`; below 1 a fraction
         :math:`(1 - w)` of each class's level over the image stays and
         counts as evidence of the class's presence (the velocity mode
-        keeps 7 %: its benchmark table is on the method page).
+        keeps 7 %, the kl mode 85 %: their benchmark table is on the method
+        page).
 
     Attributes
     ----------

@@ -69,7 +69,8 @@ def _default_parts(kind):
         return ("passthrough", "passthrough",
                 JointBilateralUpsampler(kernel="gaussian"))
     if kind == "kl":
-        return (LogitNormalizer(presence="centred", min_share=0.01),
+        return (LogitNormalizer(presence="centred", min_share=0.01,
+                                baseline="mean", baseline_weight=0.15),
                 KLDiscrepancy(), JointBilateralUpsampler(kernel="gaussian"))
     if kind == "path":
         return (LogitNormalizer(nms=False, baseline="off",
@@ -273,7 +274,8 @@ class DirectSegmenter(FitFreeMixin, BaseEstimator):
          - ``TransportPath()``
          - ``JointBilateralUpsampler("gaussian")``
        * - ``kl``
-         - ``LogitNormalizer(presence="centred", min_share=0.01)``
+         - ``LogitNormalizer(presence="centred", min_share=0.01,
+           baseline="mean", baseline_weight=0.15)``
          - ``KLDiscrepancy()``
          - ``JointBilateralUpsampler("gaussian")``
        * - ``raw``
