@@ -85,7 +85,26 @@ class UnreadableFileError(ValueError, OSError):
         return type(self), (self.path, self.expected, self.reason, self.hint)
 
 
-class UnwritableFolderError(ValueError, OSError):
+class _OutputPathError(ValueError, OSError):
+    """An output path that cannot be used: its `path`, the argument `name`
+    that gave it and the `reason`, kept as attributes (and through
+    pickling, so that an error raised in a worker process arrives whole);
+    subclasses word the message (``_message``)."""
+
+    _message = "{name}={path!r}: {reason}."
+
+    def __init__(self, path, name, reason):
+        self.path = str(path)
+        self.name = name
+        self.reason = reason
+        super().__init__(self._message.format(name=name, path=self.path,
+                                              reason=reason))
+
+    def __reduce__(self):
+        return type(self), (self.path, self.name, self.reason)
+
+
+class UnwritableFolderError(_OutputPathError):
     """An output folder cannot be created or written to.
 
     Raised before any work starts, so that nothing is computed for results
@@ -117,21 +136,12 @@ class UnwritableFolderError(ValueError, OSError):
     out | it is a file, not a folder
     """
 
-    def __init__(self, path, name, reason):
-        self.path = str(path)
-        self.name = name
-        self.reason = reason
-        super().__init__(
-            f"{name}={self.path!r} cannot be used as an output folder: "
-            f"{reason}. Pass a folder you can write to (it is created if "
-            "missing)."
-        )
-
-    def __reduce__(self):
-        return type(self), (self.path, self.name, self.reason)
+    _message = ("{name}={path!r} cannot be used as an output folder: "
+                "{reason}. Pass a folder you can write to (it is created if "
+                "missing).")
 
 
-class UnwritableFileError(ValueError, OSError):
+class UnwritableFileError(_OutputPathError):
     """An output file cannot be written where its path says.
 
     Raised before anything is drawn or computed: the path is a folder (a
@@ -163,13 +173,4 @@ class UnwritableFileError(ValueError, OSError):
     path | it is a folder
     """
 
-    def __init__(self, path, name, reason):
-        self.path = str(path)
-        self.name = name
-        self.reason = reason
-        super().__init__(
-            f"{name}={self.path!r} cannot be written: {reason}."
-        )
-
-    def __reduce__(self):
-        return type(self), (self.path, self.name, self.reason)
+    _message = "{name}={path!r} cannot be written: {reason}."
