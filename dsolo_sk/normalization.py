@@ -22,16 +22,15 @@ The accepted values of the ``method``, ``fill`` and ``over`` options:
 (('softmax', 'l1', 'zscore'), ('zero', 'min'), ('image', 'class'))
 """
 
-import numbers
-
 import numpy as np
 import scipy.sparse as sp
 from ot.backend import get_backend
 from sklearn.base import BaseEstimator
 
 from ._validation import check_option, check_scalar
-from .transport import (_check_affinity, doubly_stochastic_scaling,
-                        markov_step, repair_affinity)
+from .transport import (_check_affinity, _check_scaling_iter,
+                        doubly_stochastic_scaling, markov_step,
+                        repair_affinity)
 
 __all__ = ["LogitNormalizer", "suppress_non_maximum", "suppress_minor_classes",
            "suppress_scattered_classes", "subtract_baseline", "normalize_logits", "class_contrast",
@@ -280,7 +279,7 @@ def suppress_minor_classes(logits, min_share, centre=False):
     nx = get_backend(logits)
     if centre:
         raw = _as_float64(logits)
-        votes = subtract_baseline(raw, "mean")
+        votes = _centred(raw)
         # a win counts where the top class stands above its own level, by
         # more than the rounding of the mean (a constant row centres to
         # values of order 1e-17 of its level, not to zeros)
@@ -384,8 +383,7 @@ def suppress_scattered_classes(logits, ratio, affinity, min_share, n_iter=15):
     """
     logits = _share_input(logits, min_share)
     _check_logits(_as_float64(logits))
-    check_scalar(n_iter, "n_iter", target_type=numbers.Integral, min_val=1,
-                 max_val=100_000)
+    _check_scaling_iter(n_iter)
     if min_share == 0:
         return logits
     nx = get_backend(logits)
@@ -493,10 +491,7 @@ def subtract_baseline(logits, baseline):
     if isinstance(baseline, str) and baseline == "mean":
         level = _finite_mean(logits)
     elif isinstance(baseline, str):  # "off" or "outside"
-        votes = logits
-        if baseline == "outside":
-            votes = nx.where(finite, logits - _finite_mean(logits)[:, None],
-                             logits)
+        votes = _centred(logits) if baseline == "outside" else logits
         off = finite & ~_winners(votes)
         level = _masked_quantile(logits, off, 0.5)
         lonely = nx.sum(_as_float64(off), 1) == 0  # wins every patch
@@ -515,6 +510,14 @@ def _finite_mean(logits):
     finite = nx.isfinite(logits)
     n = nx.maximum(_as_float64(nx.sum(finite, 1)), 1.0)
     return nx.sum(nx.where(finite, logits, 0.0), 1) / n
+
+
+def _centred(logits):
+    """`logits` less each class's finite mean (:func:`_finite_mean`);
+    entries that are not finite stay as they are."""
+    nx = get_backend(logits)
+    return nx.where(nx.isfinite(logits),
+                    logits - _finite_mean(logits)[:, None], logits)
 
 
 def _masked_quantile(values, mask, q):
@@ -604,7 +607,14 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
     check_option(method, "normalization", NORMALIZATIONS)
     check_option(over, "normalize_over", NORMALIZE_OVER)
     check_scalar(temperature, "temperature", min_val=0, include_min=False)
-    logits = _check_logits(_as_float64(logits))
+    return _normalize(_check_logits(_as_float64(logits)), method,
+                      temperature, over)
+
+
+def _normalize(logits, method, temperature, over):
+    """The work of :func:`normalize_logits` on checked float64 `logits`
+    and options (:class:`LogitNormalizer` checks them once, at its
+    boundary)."""
     nx = get_backend(logits)
     finite = nx.isfinite(logits)
     if not bool(nx.any(finite)):
@@ -617,8 +627,7 @@ def normalize_logits(logits, method="l1", temperature=0.01, over="image"):
             z = nx.where(finite, logits / temperature, -np.inf)
         else:
             n = _as_float64(nx.sum(finite, 1, keepdims=True))
-            mean = nx.sum(nx.where(finite, logits, 0.0), 1, keepdims=True) \
-                / nx.maximum(n, 1.0)
+            mean = _finite_mean(logits)[:, None]
             var = nx.sum(nx.where(finite, logits - mean, 0.0) ** 2, 1,
                          keepdims=True) / nx.maximum(n, 1.0)
             std = nx.sqrt(var)
@@ -939,5 +948,5 @@ default="argmax"
             return _distributions(w, self.over)
         if self.nms:
             logits = suppress_non_maximum(logits, self.nms_fill)
-        return normalize_logits(logits, self.method, temperature,
-                                self.over)
+        return _normalize(_as_float64(logits), self.method, temperature,
+                          self.over)

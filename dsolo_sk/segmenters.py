@@ -44,22 +44,6 @@ _BUILTIN = {"kl": KLDiscrepancy, "path": TransportPath,
             "velocity": TransportVelocity}
 
 
-def _velocity_normalizer():
-    """The velocity mode's normaliser: a scale-free softmax over the image
-    of the logits less 93 % of each class's mean, after the centred
-    presence test (method page, "Both worlds")."""
-    return LogitNormalizer(nms=False, method="softmax", temperature=4.0,
-                           temperature_unit="spread", min_share=0.01,
-                           presence="centred", baseline="mean",
-                           baseline_weight=0.93)
-
-
-def _velocity_discrepancy():
-    """The velocity mode's discrepancy: two Markov steps, then the classes
-    that win under 1 % of the patches are dropped."""
-    return TransportVelocity(score="steps", n_steps=2, min_share=0.01)
-
-
 def _default_parts(kind):
     """The normaliser, discrepancy and upsampler a method uses by default.
 
@@ -77,7 +61,13 @@ def _default_parts(kind):
                                 presence="centred-diffused", min_share=0.01),
                 TransportPath(), JointBilateralUpsampler(kernel="gaussian"))
     if kind == "velocity":
-        return (_velocity_normalizer(), _velocity_discrepancy(),
+        # a scale-free softmax of the logits less 93 % of each class's
+        # mean, two Markov steps (method page, "Both worlds")
+        return (LogitNormalizer(nms=False, method="softmax", temperature=4.0,
+                                temperature_unit="spread", min_share=0.01,
+                                presence="centred", baseline="mean",
+                                baseline_weight=0.93),
+                TransportVelocity(score="steps", n_steps=2, min_share=0.01),
                 JointBilateralUpsampler(kernel="tent"))
     return LogitNormalizer(), None, JointBilateralUpsampler(kernel="tent")
 

@@ -128,6 +128,12 @@ def _matvec_left(x, affinity):
 _MAX_SCALING_ITER = 100_000
 
 
+def _check_scaling_iter(n_iter):
+    """The checked iteration count of the proportional fitting."""
+    return check_scalar(n_iter, "n_iter", target_type=numbers.Integral,
+                        min_val=1, max_val=_MAX_SCALING_ITER)
+
+
 def doubly_stochastic_scaling(affinity, n_iter=15):
     """Iterative proportional fitting of a non-negative matrix.
 
@@ -159,8 +165,7 @@ def doubly_stochastic_scaling(affinity, n_iter=15):
     >>> np.allclose(T.sum(0), 1) and np.allclose(T.sum(1), 1)
     True
     """
-    check_scalar(n_iter, "n_iter", target_type=numbers.Integral, min_val=1,
-                 max_val=_MAX_SCALING_ITER)
+    _check_scaling_iter(n_iter)
     if sp.issparse(affinity):
         p = affinity.shape[0]
         r = np.ones(p, dtype=affinity.dtype)
