@@ -47,18 +47,14 @@ def run_demo(out, *, n_scenes=8, echo=print):
         generated scenes; ``"pixels"``: mode -> share of the photo's pixels
         per class.
     """
-    from numbers import Integral
-
     import numpy as np
     from skimage import data
 
     from . import _io
-    from ._validation import check_scalar
     from .datasets import make_scenes
-    from .datasets._synthetic import MAX_SCENES
+    from .datasets._synthetic import _check_n_scenes
 
-    check_scalar(n_scenes, "n_scenes", target_type=Integral, min_val=1,
-                 max_val=MAX_SCENES, unit="scenes")
+    _check_n_scenes(n_scenes)
     out = _io.check_output_folder(out, "out")
     from .features import ColorPositionAffinity, ColorPrototypeLogits
     from .plot import save_overlay

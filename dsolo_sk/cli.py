@@ -359,13 +359,9 @@ def _evaluate(args):
 
     _io.check_output_folder(args.out, "--out")
     if args.dask and not args.scheduler:
-        from numbers import Integral
+        from .distributed import _check_workers
 
-        from ._validation import check_scalar
-        from .distributed import MAX_LOCAL_WORKERS
-
-        check_scalar(args.workers, "--workers", target_type=Integral,
-                     min_val=1, max_val=MAX_LOCAL_WORKERS, unit="processes")
+        _check_workers(args.workers, "--workers")
     dataset = load_dataset(args.dataset, args.root, split=args.split)
     overrides = {} if args.short_side is None else {
         "short_side": args.short_side}
@@ -537,15 +533,11 @@ def _protocols(args):
 
 
 def _demo(args):
-    from numbers import Integral
-
     from . import _io
     from ._demo import run_demo
-    from ._validation import check_scalar
-    from .datasets._synthetic import MAX_SCENES
+    from .datasets._synthetic import _check_n_scenes
 
-    check_scalar(args.scenes, "--scenes", target_type=Integral, min_val=1,
-                 max_val=MAX_SCENES, unit="scenes")
+    _check_n_scenes(args.scenes, "--scenes")
     _io.check_output_folder(args.out, "--out")
     result = run_demo(args.out, n_scenes=args.scenes)
     print(f"{len(result['overlays'])} overlays in {args.out}")

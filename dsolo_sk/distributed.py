@@ -26,6 +26,12 @@ __all__ = ["evaluate_distributed", "worker_model_loads"]
 #: Most processes (and threads per process) of a local Dask cluster.
 MAX_LOCAL_WORKERS = 256
 
+def _check_workers(value, name):
+    """A checked count of processes or threads of a local cluster."""
+    return check_scalar(value, name, target_type=Integral, min_val=1,
+                        max_val=MAX_LOCAL_WORKERS)
+
+
 #: Per worker process: plugin name -> (estimator, dataset, protocol,
 #: scores, geometry).
 _STATE = {}
@@ -145,8 +151,7 @@ def evaluate_distributed(estimator, dataset, *, client=None, address=None,
     """
     for name, value in (("n_workers", n_workers),
                         ("threads_per_worker", threads_per_worker)):
-        check_scalar(value, name, target_type=Integral, min_val=1,
-                     max_val=MAX_LOCAL_WORKERS)
+        _check_workers(value, name)
     run = start_run(estimator, dataset, protocol=protocol, out=out,
                     limit=limit, scores=scores)
     if not run.todo:

@@ -29,7 +29,7 @@ from sklearn.utils import check_random_state
 
 from .._validation import check_scalar
 from ._classnames import load_class_names
-from ._synthetic import MAX_SCENES
+from ._synthetic import _check_n_scenes
 from ..features._contract import from_arrays
 from ..features.affinity import (ColorPositionAffinity, DegradedAffinity,
                                  ProjectedAttentionAffinity)
@@ -698,8 +698,7 @@ def make_scene_family(family, n_scenes=8, *, image_size=448, patch_size=16,
             f"affinity_kind must be None or one of {AFFINITY_KINDS}, got "
             f"{affinity_kind!r}."
         )
-    check_scalar(n_scenes, "n_scenes", target_type=(int, np.integer),
-                 min_val=1, max_val=MAX_SCENES, unit="scenes")
+    _check_n_scenes(n_scenes)
     for name, val in (("image_size", image_size), ("patch_size", patch_size)):
         check_scalar(val, name, target_type=(int, np.integer), min_val=1)
     if image_size % patch_size:

@@ -21,6 +21,13 @@ __all__ = ["make_scenes", "MAX_SCENES"]
 MAX_SCENES = 1000
 
 
+def _check_n_scenes(n_scenes, name="n_scenes"):
+    """The checked number of scenes of a generator (1 to MAX_SCENES);
+    `name` is the argument named in the error."""
+    return check_scalar(n_scenes, name, target_type=(int, np.integer),
+                        min_val=1, max_val=MAX_SCENES, unit="scenes")
+
+
 def _class_appearance(n_classes, rng):
     """A mean colour, a stripe texture and a grain per class."""
     colour = rng.uniform(0.15, 0.85, size=(n_classes, 3))
@@ -148,8 +155,7 @@ def make_scenes(n_scenes=20, n_classes=15, n_present=(2, 5), image_size=448,
     (2, (6, 4, 4), (64, 64))
     """
     ints = (int, np.integer)
-    check_scalar(n_scenes, "n_scenes", target_type=ints, min_val=1,
-                 max_val=MAX_SCENES, unit="scenes")
+    _check_n_scenes(n_scenes)
     check_scalar(n_classes, "n_classes", target_type=ints, min_val=2,
                  max_val=1000)
     check_scalar(image_size, "image_size", target_type=ints, min_val=1,
